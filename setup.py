@@ -1,0 +1,33 @@
+"""ament_python package: colcon build on a real ROS 2 install, or pip install into a venv."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "gnesf_ros"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*", "benchmarks"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+        ("share/" + package_name + "/launch", glob("launch/*.py")),
+        ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml") + glob("config/*.rviz")),
+        ("share/" + package_name + "/models", [f for f in glob("models/**/*", recursive=True) if "." in f.rsplit("/", 1)[-1]]),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="gnesf_ros developers",
+    maintainer_email="gnesf-ros@example.org",
+    description="Online 3D semantic mapping (GNeSF) for ROS 2",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "gnesf-synth = gnesf_ros.cli.synth:main",
+            "gnesf-eval = gnesf_ros.cli.evaluate:main",
+            "gnesf-view = gnesf_ros.cli.view:main",
+        ],
+    },
+)
