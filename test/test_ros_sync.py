@@ -1,0 +1,42 @@
+"""Approximate-time pairing of colour/depth/info (pure python part of the node)."""
+from gnesf_ros.ros.sync import ApproximateSync
+
+
+def test_pairs_nearest_depth_within_slop():
+    s = ApproximateSync(use_depth=True, slop_s=0.01)
+    s.add_info("K")
+    assert s.add_depth(1.000, "d0") == []
+    assert s.add_depth(1.033, "d1") == []
+    out = s.add_color(1.031, "c1")
+    assert [(o.color, o.depth) for o in out] == [("c1", "d1")]
+    out = s.add_color(1.004, "c0")
+    assert [(o.color, o.depth) for o in out] == [("c0", "d0")]
+
+
+def test_colour_waits_for_late_depth_then_times_out():
+    s = ApproximateSync(use_depth=True, slop_s=0.01, max_wait_s=0.2)
+    s.add_info("K")
+    assert s.add_color(2.0, "c") == []
+    out = s.add_depth(2.005, "d")
+    assert len(out) == 1 and out[0].depth == "d" and out[0].stamp == 2.0
+    assert s.add_color(3.0, "c_late") == []
+    s.add_depth(3.5, "far")  # too far: c_late expires
+    assert s.drops["no_depth"] == 1
+
+
+def test_without_camera_info_nothing_is_emitted_and_drops_counted():
+    s = ApproximateSync(use_depth=False)
+    for i in range(3):
+        assert s.add_color(float(i), i) == []
+    assert s.drops["no_camera_info"] == 2
+    s.add_info("K")
+    out = s.add_color(3.0, 3)
+    assert [o.color for o in out] == [2, 3]
+
+
+def test_buffers_are_bounded():
+    s = ApproximateSync(use_depth=True, buffer_len=4, max_wait_s=100)
+    s.add_info("K")
+    for i in range(10):
+        s.add_color(float(i), i)
+    assert s.drops["sync_overflow"] == 6
