@@ -28,6 +28,10 @@ setup(
             "gnesf-synth = gnesf_ros.cli.synth:main",
             "gnesf-eval = gnesf_ros.cli.evaluate:main",
             "gnesf-view = gnesf_ros.cli.view:main",
+            "gnesf-train = gnesf_ros.cli.train:main",
+            "gnesf-bag = gnesf_ros.cli.bag:main",
+            "gnesf-map = gnesf_ros.cli.map:main",
+            "gnesf-node = gnesf_ros.ros.node:main",
         ],
     },
 )

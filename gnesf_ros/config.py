@@ -40,12 +40,14 @@ class SegmenterConfig:
     backend: str = "mask2former"  # mask2former | oracle | external
     checkpoint: str = "models/segmenter"  # Mask2Former checkpoint directory (relative: package data)
     remap: str = ""  # YAML label remap (checkpoint labels -> 20 classes); "" = infer from id2label
-    input_height: int = 240
+    input_height: int = 240  # network input (px); probabilities come back at the image's own size
     input_width: int = 320
-    batch_size: int = 4
-    threads: int = 2
+    batch_size: int = 4  # images per forward pass
+    threads: int = 2  # torch CPU threads for inference
     oracle_miou: float = 65.0  # expected 2D mIoU of the noisy oracle (percent)
     oracle_seed: int = 0
+    device: str = "cpu"  # torch device of the mask2former backend (cpu | cuda)
+    external_label_confidence: float = 0.9  # external label images -> this probability on the label
 
 
 @dataclass
@@ -54,20 +56,75 @@ class ModelConfig:
     voting: str = "prob_vis"  # direct | logit | prob | prob_vis
     voxel_size_m: float = 0.04  # finest level
     volume_size_vox: int = 96  # fragment cube edge at the finest level
-    trunc_vox: float = 3.0  # TSDF truncation in voxels of the finest level
+    trunc_vox: float = 3.0  # TSDF truncation in voxels of each level (NeuralRecon: 3)
+    max_depth_m: float = 3.0  # frusta depth used to place the fragment cube
+    min_views: int = 2  # a voxel needs this many views to be evaluated
+    occ_threshold: float = 0.5  # pruning: keep voxels with occupancy probability above this
+    occ_band_vox: tuple = (2.0, 1.0, 1.5)  # occupancy target |sdf| < band (voxels of the level), coarse->fine
+    feat_channels: tuple = (32, 24, 16)  # 2D features per level (strides 16, 8, 4), coarse->fine
+    geo_channels: tuple = (32, 24, 16)  # 3D channels per level (16 cm dense, 8 cm dense, 4 cm sparse)
+    sparse_convs: int = 2  # residual submanifold convs at the finest level
+    max_fine_voxels: int = 400000  # cap on finest-level voxels (most occupied parents win)
+    vote_hidden: int = 32  # voting MLP width
+    vis_samples: int = 32  # SDF samples per (view, voxel) segment for the visibility test
+    vis_near_m: float = 0.05  # visibility walk starts this far in front of the camera
+    render_samples: int = 128  # uniform samples per rendered ray
+    render_near_m: float = 0.1
+    render_far_m: float = 4.0
+    render_tau_vox: float = 0.5  # sigmoid sharpness of the SDF rendering weights (finest voxels)
+    threads: int = 2  # torch CPU threads for inference (0 = leave torch's setting)
+    device: str = "cpu"
+
+
+@dataclass
+class GnesfTrainConfig:
+    """`gnesf-train gnesf`: geometry phase (TSDF losses), then frozen geometry + voting (2D losses)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    steps: int = 1000  # total optimiser steps (--steps overrides)
+    geometry_fraction: float = 0.6  # first part of the steps trains geometry only
+    lr: float = 1e-3
+    train_seed_start: int = 0  # synthetic train scenes: seeds [start, start + count)
+    train_seed_count: int = 40
+    frames_per_scene: int = 300  # camera path length the windows are drawn from
+    views: int = 9  # source views per fragment window
+    heldout_views: int = 2  # extra views of the window rendered for the semantic loss
+    view_stride: int = 8  # path frames between consecutive source views
+    height: int = 240
+    width: int = 320
+    rays: int = 512  # rays per held-out view and step
+    oracle_miou: float = 65.0  # noisy 2D probabilities (percent mIoU) used as S_i
+    save_every: int = 50
+    log_every: int = 10
+    seed: int = 0
+    threads: int = 2
 
 
 @dataclass
 class MapConfig:
-    voxel_size_m: float = 0.04
-    block_size_vox: int = 8
-    trunc_vox: float = 3.0
-    max_blocks: int = 200000  # memory cap; evicts far/stale blocks beyond it
+    voxel_size_m: float = 0.04  # map voxel edge (metres); must equal the model's finest level
+    block_size_vox: int = 8  # voxels per block edge (sparse hashing unit)
+    trunc_vox: float = 3.0  # TSDF truncation (voxels)
+    max_blocks: int = 30000  # memory cap (~46 KB per block at 20 classes); evicts beyond it
     max_weight: float = 64.0  # SDF weight saturation (keeps the map adaptive)
     fusion: str = "average"  # average | bayesian (Kimera-style baseline)
-    bayes_measurement_prob: float = 0.8
-    occupancy_min_height_m: float = 0.1  # height band (map z) for the 2D occupancy grid
-    occupancy_max_height_m: float = 1.5
+    bayes_measurement_prob: float = 0.8  # Kimera's semantic_measurement_probability (> 0.5)
+    occupancy_min_height_m: float = 0.1  # height band (map z, REP-103 up) for the 2D occupancy grid
+    occupancy_max_height_m: float = 1.5  # also the top of the top-down class grid
+    occupied_sdf_vox: float = 0.6  # a voxel is surface/occupied when sdf <= this (voxels)
+    eviction: str = "farthest"  # farthest (from the latest camera) | stale (least recently updated)
+    min_ray_m: float = 0.1  # depth integration: valid depth range (Kimera defaults)
+    max_ray_m: float = 5.0
+    alloc_pixel_stride: int = 4  # depth integration: every n-th pixel (both axes) allocates band blocks
+
+
+@dataclass
+class EvalConfig:
+    """Mesh-quality protocol (NeuralRecon): distances between point sets taken from both meshes."""
+    threshold_m: float = 0.05  # precision / recall / F-score distance threshold
+    sampling: str = "vertices"  # vertices (NeuralRecon, Atlas) | surface (uniform on faces)
+    surface_points_per_m2: float = 10000.0  # density of 'surface' sampling (~1 cm spacing)
+    downsample_m: float = 0.02  # voxel down-sampling of both point sets (NeuralRecon: 2 cm); 0 = off
+    seed: int = 0  # RNG seed of 'surface' sampling
 
 
 @dataclass

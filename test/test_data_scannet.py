@@ -258,7 +258,7 @@ def test_writer_rejects_wrong_shapes(tmp_path):
 
 
 def test_synthetic_scene_reads_identically_through_both_readers(tmp_path):
-    synthetic = pytest.importorskip("gnesf_ros.data.synthetic")
+    import gnesf_ros.data.synthetic as synthetic
     scene_dir = Path(synthetic.generate_scene(tmp_path, seed=2000, frames=10, size=(120, 160), workers=1))
     sens_files = list(scene_dir.glob("*.sens"))
     assert len(sens_files) == 1

@@ -159,7 +159,7 @@ def test_view_mesh_cli(tmp_path):
 
 
 def test_view_sheet_cli_on_a_written_scene(tmp_path):
-    scannet = pytest.importorskip("gnesf_ros.data.scannet")
+    from gnesf_ros.data import scannet
     Kc = np.array([[60.0, 0, 39.5], [0, 60, 29.5], [0, 0, 1]])
     with scannet.ScanNetWriter(tmp_path / "scene0000_00", "scene0000_00", Kc, (60, 80), Kc, (60, 80)) as w:
         for i in range(8):
