@@ -8,7 +8,10 @@ OUT     ?= out/demo
 
 .PHONY: venv demo test bench clean
 
-$(STAMP): requirements.lock setup.py setup.cfg package.xml scripts/setup_venv.sh scripts/build_interfaces.sh
+IFACES  := $(shell find ros_interfaces -type f 2>/dev/null)
+
+$(STAMP): requirements.lock setup.py setup.cfg package.xml scripts/setup_venv.sh scripts/build_interfaces.sh \
+          scripts/install_ament_prefix.sh $(IFACES)
 	bash scripts/setup_venv.sh $(PY) $(VENV)
 	@touch $(STAMP)
 

@@ -33,7 +33,7 @@ EOF
 
 # Hash of everything that determines the build output.
 sources_hash() {
-  (cd "$ROOT" && find ros_interfaces -type f -print0 | sort -z | xargs -0 sha256sum
+  (cd "$ROOT" && find ros_interfaces -type f ! -name "*.md" -print0 | sort -z | xargs -0 sha256sum
    sha256sum scripts/build_interfaces.sh; echo "$VPY"; "$VPY" -V) | sha256sum | cut -d' ' -f1
 }
 

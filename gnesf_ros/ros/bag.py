@@ -1,0 +1,337 @@
+"""ROS 2 bags (rosbag2 layout, MCAP or sqlite3) of posed RGB-D sequences: write, inspect, read.
+
+Written with rosbags (no rclpy needed), following rosbag2's conventions so ``ros2 bag play`` /
+``ros2 bag info`` on a real ROS 2 install handle them: metadata.yaml version 9 with each topic's
+offered QoS profiles and RIHS01 type hash (Kilted definitions), CDR payloads, log time = stamp.
+
+Topics (see :class:`BagLayout`): colour image (rgb8), depth (16UC1 millimetres, registered to the
+colour camera: same size, intrinsics and frame), camera_info, ``/tf`` (map -> camera_link per
+frame) and ``/tf_static`` (camera_link -> camera_color_optical_frame, the REP-103 optical
+rotation), so ``map -> camera_color_optical_frame`` at an image's stamp is the frame's
+``T_world_cam``.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from gnesf_ros.errors import DataError
+from gnesf_ros.geometry.tf_buffer import TransformBuffer, TransformError, invert_transform, split_transform
+from gnesf_ros.types import Frame
+
+log = logging.getLogger(__name__)
+
+# camera_link (x forward, y left, z up) -> optical frame (x right, y down, z forward)
+T_LINK_OPTICAL = np.array([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1.0]])
+DEFAULT_START_TIME_S = 1_600_000_000.0  # a fixed epoch: deterministic bags, never the "latest" stamp 0
+STORAGES = ("mcap", "sqlite3")
+
+
+@dataclass(frozen=True)
+class BagLayout:
+    """Topic names, frame ids and QoS depth of the bags gnesf-bag writes (RealSense-like names)."""
+
+    color_topic: str = "/camera/color/image_raw"
+    depth_topic: str = "/camera/depth/image_rect_raw"
+    info_topic: str = "/camera/color/camera_info"
+    tf_topic: str = "/tf"
+    tf_static_topic: str = "/tf_static"
+    map_frame: str = "map"
+    camera_link_frame: str = "camera_link"
+    optical_frame: str = "camera_color_optical_frame"
+    qos_depth: int = 10
+
+
+@dataclass
+class BagSummary:
+    """What a bag holds: storage, duration (s), per-topic type and message count."""
+
+    path: Path
+    storage: str
+    duration_s: float
+    start_s: float
+    topics: dict[str, tuple[str, int]] = field(default_factory=dict)  # topic -> (type, count)
+    qos: dict[str, list[dict]] = field(default_factory=dict)
+
+    def format(self) -> str:
+        lines = [f"bag:      {self.path}", f"storage:  {self.storage}",
+                 f"duration: {self.duration_s:.3f} s (start {self.start_s:.3f})", "topics:"]
+        for topic, (typ, n) in sorted(self.topics.items()):
+            q = self.qos.get(topic) or [{}]
+            lines.append(f"  {topic:32s} {typ:32s} {n:6d} msgs  "
+                         f"{q[0].get('reliability', '?')}/{q[0].get('durability', '?')}")
+        return "\n".join(lines)
+
+
+def _typestore():
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_KILTED)  # same RIHS01 hashes as the ros-kilted wheels
+
+
+def _qos(depth: int, transient_local: bool = False):
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    zero = QosTime(0, 0)
+    return Qos(QosHistory.KEEP_LAST, depth, QosReliability.RELIABLE,
+               QosDurability.TRANSIENT_LOCAL if transient_local else QosDurability.VOLATILE,
+               zero, zero, QosLiveliness.AUTOMATIC, zero, False)
+
+
+class BagWriter:
+    """Writes frames to a new rosbag2 bag at ``path`` (a directory; must not exist).
+
+    Use as a context manager; ``add(frame, stamp_ns)`` per frame. Reliable offered QoS everywhere
+    (compatible with best-effort and reliable subscribers); /tf_static transient local.
+    """
+
+    def __init__(self, path: str | Path, storage: str = "mcap", layout: BagLayout = BagLayout()) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        if storage not in STORAGES:
+            raise DataError(f"bag storage must be one of {', '.join(STORAGES)}, got '{storage}'")
+        self.path = Path(path)
+        if self.path.exists():
+            raise DataError(f"{self.path} exists already; choose a new output path")
+        self.layout = layout
+        self.ts = _typestore()
+        self._writer = Writer(self.path, version=9,
+                              storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
+        self._writer.open()
+        L, d = layout, layout.qos_depth
+        add = self._writer.add_connection
+        self._conn = {
+            "tf_static": add(L.tf_static_topic, "tf2_msgs/msg/TFMessage", typestore=self.ts,
+                             offered_qos_profiles=[_qos(1, transient_local=True)]),
+            "tf": add(L.tf_topic, "tf2_msgs/msg/TFMessage", typestore=self.ts, offered_qos_profiles=[_qos(100)]),
+            "info": add(L.info_topic, "sensor_msgs/msg/CameraInfo", typestore=self.ts, offered_qos_profiles=[_qos(d)]),
+            "color": add(L.color_topic, "sensor_msgs/msg/Image", typestore=self.ts, offered_qos_profiles=[_qos(d)]),
+            "depth": add(L.depth_topic, "sensor_msgs/msg/Image", typestore=self.ts, offered_qos_profiles=[_qos(d)]),
+        }
+        self.num_frames = 0
+        self._last_stamp = 0
+
+    # ------------------------------------------------------------------ message builders
+    def _t(self, name: str):
+        return self.ts.types[name]
+
+    def _header(self, stamp_ns: int, frame_id: str):
+        Time = self._t("builtin_interfaces/msg/Time")
+        return self._t("std_msgs/msg/Header")(stamp=Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9),
+                                              frame_id=frame_id)
+
+    def _transform(self, stamp_ns: int, parent: str, child: str, T: np.ndarray):
+        t, q = split_transform(T)
+        V3, Q = self._t("geometry_msgs/msg/Vector3"), self._t("geometry_msgs/msg/Quaternion")
+        tf = self._t("geometry_msgs/msg/Transform")(translation=V3(x=t[0], y=t[1], z=t[2]),
+                                                    rotation=Q(x=q[0], y=q[1], z=q[2], w=q[3]))
+        return self._t("geometry_msgs/msg/TransformStamped")(header=self._header(stamp_ns, parent),
+                                                            child_frame_id=child, transform=tf)
+
+    def _image(self, stamp_ns: int, arr: np.ndarray, encoding: str):
+        h, w = arr.shape[:2]
+        data = np.ascontiguousarray(arr).view(np.uint8).reshape(-1)
+        return self._t("sensor_msgs/msg/Image")(header=self._header(stamp_ns, self.layout.optical_frame),
+                                                height=h, width=w, encoding=encoding, is_bigendian=0,
+                                                step=data.size // h, data=data)
+
+    def _camera_info(self, stamp_ns: int, K: np.ndarray, size: tuple[int, int]):
+        K = np.asarray(K, np.float64)
+        P = np.zeros((3, 4))
+        P[:, :3] = K
+        roi = self._t("sensor_msgs/msg/RegionOfInterest")(x_offset=0, y_offset=0, height=0, width=0,
+                                                          do_rectify=False)
+        return self._t("sensor_msgs/msg/CameraInfo")(
+            header=self._header(stamp_ns, self.layout.optical_frame), height=size[0], width=size[1],
+            distortion_model="plumb_bob", d=np.zeros(5), k=K.reshape(-1), r=np.eye(3).reshape(-1),
+            p=P.reshape(-1), binning_x=0, binning_y=0, roi=roi)
+
+    def _write(self, key: str, stamp_ns: int, msg) -> None:
+        self._writer.write(self._conn[key], stamp_ns, self.ts.serialize_cdr(msg, msg.__msgtype__))
+
+    # ------------------------------------------------------------------ public
+    def add(self, frame: Frame, stamp_ns: int) -> None:
+        """Write one frame at ``stamp_ns`` (integer nanoseconds, > 0, increasing): /tf,
+        camera_info, colour, depth (if the frame has one). The first frame also writes /tf_static."""
+        if not stamp_ns > self._last_stamp:
+            raise DataError(f"frame stamps must increase: {stamp_ns * 1e-9:.9f} s after {self._last_stamp * 1e-9:.9f} s")
+        if frame.rgb.dtype != np.uint8 or frame.rgb.ndim != 3 or frame.rgb.shape[2] != 3:
+            raise DataError(f"frame {frame.index}: rgb must be HxWx3 uint8, got {frame.rgb.dtype} {frame.rgb.shape}")
+        try:
+            T_map_link = np.asarray(frame.T_world_cam, np.float64) @ invert_transform(T_LINK_OPTICAL)
+            split_transform(T_map_link)
+        except TransformError as e:
+            raise DataError(f"frame {frame.index}: invalid pose: {e}") from e
+        self._last_stamp = ns = int(stamp_ns)
+        L = self.layout
+        TFMessage = self._t("tf2_msgs/msg/TFMessage")
+        if self.num_frames == 0:
+            self._write("tf_static", ns, TFMessage(transforms=[
+                self._transform(ns, L.camera_link_frame, L.optical_frame, T_LINK_OPTICAL)]))
+        self._write("tf", ns, TFMessage(transforms=[self._transform(ns, L.map_frame, L.camera_link_frame, T_map_link)]))
+        self._write("info", ns, self._camera_info(ns, frame.K, frame.size))
+        self._write("color", ns, self._image(ns, frame.rgb, "rgb8"))
+        if frame.depth is not None:
+            if frame.depth.shape != frame.size:
+                raise DataError(f"frame {frame.index}: depth {frame.depth.shape} must match colour {frame.size} "
+                                "(registered depth)")
+            self._write("depth", ns, self._image(ns, depth_to_mm(frame.depth), "16UC1"))
+        self.num_frames += 1
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> BagWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def depth_to_mm(depth_m: np.ndarray) -> np.ndarray:
+    """HxW float metres -> uint16 millimetres (REP 118); invalid (<= 0, non-finite, > 65.535 m) -> 0."""
+    mm = np.round(np.nan_to_num(np.asarray(depth_m, np.float64), nan=0.0, posinf=0.0) * 1000.0)
+    return np.where((mm > 0) & (mm <= 65535), mm, 0).astype(np.uint16)
+
+
+def write_bag(frames: Iterable[Frame], out: str | Path, storage: str = "mcap", rate_hz: float | None = 30.0,
+              start_time_s: float = DEFAULT_START_TIME_S, layout: BagLayout = BagLayout()) -> BagSummary:
+    """Write ``frames`` to a new bag at ``out``. Stamps: ``start_time_s + i / rate_hz`` for the i-th
+    frame, or ``start_time_s + frame.stamp`` (the file's own times) when ``rate_hz`` is None.
+    Written in a hidden sibling folder and moved at the end, so a failure leaves no bag."""
+    out = Path(out)
+    if out.exists():
+        raise DataError(f"{out} exists already; choose a new output path")
+    if rate_hz is not None and not rate_hz > 0:
+        raise DataError(f"rate must be > 0 Hz, got {rate_hz}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start_ns = int(round(start_time_s * 1e9))
+    # rosbags names the storage file after the bag folder (and embeds that name): build under
+    # the final name inside a temporary parent, then move.
+    tmp_parent = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        with BagWriter(tmp_parent / out.name, storage, layout) as w:
+            for i, frame in enumerate(frames):
+                offset = i * 1e9 / rate_hz if rate_hz is not None else float(frame.stamp) * 1e9
+                w.add(frame, start_ns + int(round(offset)))
+        if w.num_frames == 0:
+            raise DataError("no frames to write")
+        (tmp_parent / out.name).rename(out)
+    finally:
+        shutil.rmtree(tmp_parent, ignore_errors=True)
+    return bag_summary(out)
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The ``rosbag2_bagfile_information`` mapping of a bag's metadata.yaml."""
+    meta = Path(path) / "metadata.yaml"
+    if not meta.is_file():
+        raise DataError(f"{path} is not a ROS 2 bag: no metadata.yaml")
+    try:
+        return yaml.safe_load(meta.read_text())["rosbag2_bagfile_information"]
+    except (yaml.YAMLError, KeyError, TypeError) as e:
+        raise DataError(f"{meta}: not a rosbag2 metadata file ({e})") from e
+
+
+def bag_summary(path: str | Path) -> BagSummary:
+    info = read_metadata(path)
+    topics, qos = {}, {}
+    for t in info.get("topics_with_message_count") or []:
+        md = t["topic_metadata"]
+        topics[md["name"]] = (md["type"], int(t["message_count"]))
+        q = md.get("offered_qos_profiles") or []
+        qos[md["name"]] = yaml.safe_load(q) if isinstance(q, str) else q  # version <= 8 stored a YAML string
+    return BagSummary(path=Path(path), storage=info.get("storage_identifier", "?"),
+                      duration_s=info["duration"]["nanoseconds"] * 1e-9,
+                      start_s=info["starting_time"]["nanoseconds_since_epoch"] * 1e-9, topics=topics, qos=qos)
+
+
+def open_reader(path: str | Path):
+    """A rosbags Reader (opened); DataError for a missing or unreadable bag."""
+    from rosbags.rosbag2 import Reader, ReaderError
+
+    read_metadata(path)
+    try:
+        reader = Reader(Path(path))
+        reader.open()
+    except ReaderError as e:
+        raise DataError(f"cannot read bag {path}: {e}") from e
+    return reader
+
+
+def read_frames(path: str | Path, size: tuple[int, int] | None = None, layout: BagLayout = BagLayout(),
+                tolerance_s: float = 0.0) -> Iterator[Frame]:
+    """Frames of a bag: colour images (rgb8/bgr8/rgba8/bgra8/mono8) with the depth image (same
+    size, registered) and camera_info of the same stamp, posed by TF ``map -> <image frame_id>``
+    at the image stamp; resized to ``size`` (h, w) with K scaled when given. Images without a
+    pose (within ``tolerance_s``) or camera_info are skipped with a warning."""
+    import cv2
+
+    from gnesf_ros.geometry.camera import scale_intrinsics
+    from gnesf_ros.ros import conversions as conv
+
+    ts = _typestore()
+    reader = open_reader(path)
+    try:
+        by_topic = {c.topic: c for c in reader.connections}
+        if layout.color_topic not in by_topic:
+            raise DataError(f"{path}: no colour topic {layout.color_topic} "
+                            f"(topics: {', '.join(sorted(by_topic))})")
+        tf = TransformBuffer(cache_time_s=1e9, tolerance_s=tolerance_s)  # whole bag: the TF is small
+        tf_conns = [by_topic[t] for t in (layout.tf_topic, layout.tf_static_topic) if t in by_topic]
+        for conn, _, raw in reader.messages(connections=tf_conns):
+            static = conn.topic == layout.tf_static_topic
+            for tr in ts.deserialize_cdr(raw, conn.msgtype).transforms:
+                t, r = tr.transform.translation, tr.transform.rotation
+                try:
+                    tf.set_transform(tr.header.frame_id, tr.child_frame_id, conv.stamp_to_sec(tr.header.stamp),
+                                     translation=(t.x, t.y, t.z), quaternion=(r.x, r.y, r.z, r.w), static=static)
+                except TransformError as e:
+                    log.warning("%s: ignoring transform: %s", path, e)
+        img_conns = [by_topic[t] for t in (layout.color_topic, layout.depth_topic, layout.info_topic)
+                     if t in by_topic]
+        has_depth = layout.depth_topic in by_topic
+        pending: dict[int, dict] = {}
+        index = 0
+        for conn, _, raw in reader.messages(connections=img_conns):
+            msg = ts.deserialize_cdr(raw, conn.msgtype)
+            key = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            slot = pending.setdefault(key, {})
+            slot[conn.topic] = msg
+            if layout.color_topic not in slot or layout.info_topic not in slot or (
+                    has_depth and layout.depth_topic not in slot):
+                continue
+            del pending[key]
+            for old in [k for k in pending if k < key]:  # incomplete older frames never complete
+                log.warning("%s: frame at %.6f incomplete (%s), skipped", path, old * 1e-9, sorted(pending[old]))
+                del pending[old]
+            color, info = slot[layout.color_topic], slot[layout.info_topic]
+            stamp = conv.stamp_to_sec(color.header.stamp)
+            try:
+                T = tf.lookup(layout.map_frame, color.header.frame_id, stamp)
+            except TransformError as e:
+                log.warning("%s: no pose for the image at %.6f: %s", path, stamp, e)
+                continue
+            rgb = conv.image_to_rgb(color)
+            depth = conv.image_to_depth_m(slot[layout.depth_topic]) if has_depth else None
+            K = np.asarray(info.k, np.float64).reshape(3, 3)
+            if depth is not None and depth.shape != rgb.shape[:2]:
+                raise DataError(f"{path}: depth {depth.shape} and colour {rgb.shape[:2]} differ in size at "
+                                f"{stamp:.6f}; expected depth registered to the colour camera")
+            if size is not None and tuple(size) != rgb.shape[:2]:
+                K = scale_intrinsics(K, rgb.shape[:2], size)
+                shrink = size[0] < rgb.shape[0]
+                rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+                if depth is not None:
+                    depth = cv2.resize(depth, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+            yield Frame(stamp=stamp, rgb=rgb, K=K, T_world_cam=T, depth=depth, index=index)
+            index += 1
+    finally:
+        reader.close()

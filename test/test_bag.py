@@ -1,0 +1,261 @@
+"""gnesf-bag: frames -> rosbag2 (MCAP / sqlite3) -> values back; playback over real DDS."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+import yaml
+from mcap.reader import make_reader
+from mcap_ros2.decoder import DecoderFactory
+
+from gnesf_ros.cli.bag import main as bag_main
+from gnesf_ros.data import scannet
+from gnesf_ros.errors import DataError
+from gnesf_ros.geometry.tf_buffer import TransformBuffer, make_transform
+from gnesf_ros.ros.bag import DEFAULT_START_TIME_S, bag_summary, read_frames, write_bag
+from gnesf_ros.types import Frame
+
+H, W = 60, 80
+K = np.array([[55.0, 0, 39.5], [0, 56.0, 29.5], [0, 0, 1]])
+START_NS = int(DEFAULT_START_TIME_S * 1e9)
+
+
+def make_frames(n: int = 3, seed: int = 0) -> list[Frame]:
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n):
+        depth = rng.uniform(0.3, 5.0, (H, W)).astype(np.float32)
+        depth[0, :3] = [0.0, np.nan, 70.0]  # invalid, NaN, beyond 16-bit millimetres
+        yaw = 0.3 * i
+        T = make_transform((0.5 * i, -1.0, 1.4), (0.0, 0.0, np.sin(yaw / 2), np.cos(yaw / 2)))
+        frames.append(Frame(stamp=0.1 * i + 0.05 * (i == 2), rgb=rng.integers(0, 256, (H, W, 3), dtype=np.uint8),
+                            K=K, T_world_cam=T, depth=depth, index=10 * i))
+    return frames
+
+
+def _raw_messages(bag: Path) -> dict[str, list]:
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_KILTED)
+    out: dict[str, list] = {}
+    with Reader(bag) as reader:
+        for conn, t, raw in reader.messages():
+            out.setdefault(conn.topic, []).append((t, ts.deserialize_cdr(raw, conn.msgtype)))
+    return out
+
+
+def _wheel_hash(type_name: str) -> str:
+    pkg, _, name = type_name.split("/")
+    desc = json.loads((Path(sys.prefix) / "share" / pkg / "msg" / f"{name}.json").read_text())
+    return next(h["hash_string"] for h in desc["type_hashes"] if h["type_name"] == type_name)
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_convert_hand_made_frames_and_read_back(tmp_path, storage):
+    frames = make_frames()
+    bag = tmp_path / "scene.bag"
+    summary = write_bag(frames, bag, storage=storage, rate_hz=30.0)
+    assert summary.storage == storage
+    assert summary.topics == {
+        "/camera/color/image_raw": ("sensor_msgs/msg/Image", 3), "/camera/depth/image_rect_raw": ("sensor_msgs/msg/Image", 3),
+        "/camera/color/camera_info": ("sensor_msgs/msg/CameraInfo", 3), "/tf": ("tf2_msgs/msg/TFMessage", 3),
+        "/tf_static": ("tf2_msgs/msg/TFMessage", 1)}
+    stamps = [START_NS + round(i * 1e9 / 30) for i in range(3)]
+    msgs = _raw_messages(bag)
+    buf = TransformBuffer()
+    for topic in ("/tf_static", "/tf"):
+        for _, m in msgs[topic]:
+            for tr in m.transforms:
+                t, r = tr.transform.translation, tr.transform.rotation
+                buf.set_transform(tr.header.frame_id, tr.child_frame_id,
+                                  tr.header.stamp.sec + tr.header.stamp.nanosec * 1e-9,
+                                  translation=(t.x, t.y, t.z), quaternion=(r.x, r.y, r.z, r.w),
+                                  static=topic == "/tf_static")
+    for i, f in enumerate(frames):
+        t_log, color = msgs["/camera/color/image_raw"][i]
+        assert t_log == stamps[i] == color.header.stamp.sec * 10**9 + color.header.stamp.nanosec
+        assert (color.encoding, color.height, color.width, color.step) == ("rgb8", H, W, 3 * W)
+        assert color.header.frame_id == "camera_color_optical_frame"
+        np.testing.assert_array_equal(color.data.reshape(H, W, 3), f.rgb)
+        _, depth = msgs["/camera/depth/image_rect_raw"][i]
+        assert (depth.encoding, depth.step, depth.is_bigendian) == ("16UC1", 2 * W, 0)
+        mm = depth.data.view("<u2").reshape(H, W)
+        assert mm[0, :3].tolist() == [0, 0, 0]
+        np.testing.assert_array_equal(mm[1:], np.round(f.depth[1:].astype(np.float64) * 1000).astype(np.uint16))
+        _, info = msgs["/camera/color/camera_info"][i]
+        assert (info.height, info.width, info.distortion_model) == (H, W, "plumb_bob")
+        np.testing.assert_array_equal(info.k.reshape(3, 3), K)
+        np.testing.assert_array_equal(info.p.reshape(3, 4)[:, :3], K)
+        T = buf.lookup("map", "camera_color_optical_frame", stamps[i] * 1e-9)
+        np.testing.assert_allclose(T, f.T_world_cam, atol=1e-9)
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert meta["version"] == 9 and meta["storage_identifier"] == storage
+    for t in meta["topics_with_message_count"]:
+        md = t["topic_metadata"]
+        qos = md["offered_qos_profiles"][0]
+        assert qos["reliability"] == "reliable"
+        assert qos["durability"] == ("transient_local" if md["name"] == "/tf_static" else "volatile")
+        assert md["type_description_hash"] == _wheel_hash(md["type"])  # what rclpy publishers announce
+    for f, g in zip(frames, read_frames(bag)):
+        np.testing.assert_array_equal(g.rgb, f.rgb)
+        valid = f.depth[1:]
+        np.testing.assert_allclose(g.depth[1:], valid, atol=5e-4 + 1e-6)
+        assert g.depth[0, :3].tolist() == [0, 0, 0]
+        np.testing.assert_allclose(g.T_world_cam, f.T_world_cam, atol=1e-9)
+        np.testing.assert_array_equal(g.K, K)
+
+
+def test_read_frames_resized(tmp_path):
+    frames = make_frames(1)
+    write_bag(frames, tmp_path / "b")
+    (g,) = read_frames(tmp_path / "b", size=(30, 40))
+    assert g.rgb.shape == (30, 40, 3) and g.depth.shape == (30, 40)
+    # half size: f / 2, c' = (c + 0.5) / 2 - 0.5
+    np.testing.assert_allclose(g.K, [[27.5, 0, 19.5], [0, 28.0, 14.5], [0, 0, 1]])
+    src = frames[0].depth[10:12, 14:16].reshape(-1)  # nearest neighbour: one of these 2x2 pixels (mm-quantised)
+    assert np.abs(src - g.depth[5, 7]).min() <= 5e-4 + 1e-6
+    np.testing.assert_allclose(g.rgb[5, 7], frames[0].rgb[10:12, 14:16].reshape(-1, 3).mean(0), atol=0.51)
+
+
+def test_stamps_from_file(tmp_path):
+    frames = make_frames()
+    write_bag(frames, tmp_path / "b", rate_hz=None, start_time_s=100.0)
+    got = [g.stamp for g in read_frames(tmp_path / "b")]
+    np.testing.assert_allclose(got, [100.0, 100.1, 100.25], atol=1e-9)
+
+
+def test_bad_input_leaves_no_bag(tmp_path):
+    frames = make_frames()
+    frames[2].stamp = frames[1].stamp  # duplicate stamp in file mode
+    with pytest.raises(DataError, match="must increase"):
+        write_bag(frames, tmp_path / "dup", rate_hz=None)
+    frames = make_frames()
+    frames[1].T_world_cam = np.full((4, 4), np.nan)
+    with pytest.raises(DataError, match="invalid pose"):
+        write_bag(frames, tmp_path / "nan")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+    write_bag(make_frames(1), tmp_path / "ok")
+    with pytest.raises(DataError, match="exists already"):
+        write_bag(make_frames(1), tmp_path / "ok")
+    with pytest.raises(DataError, match="not a ROS 2 bag"):
+        bag_summary(tmp_path)
+
+
+def test_cli_convert_scannet_scene_and_info(tmp_path, capsys):
+    frames = make_frames(4, seed=1)
+    with scannet.ScanNetWriter(tmp_path / "scene0000_00", "scene0000_00", K, (H, W), K, (H, W)) as w:
+        for f in frames:
+            w.add(f.rgb, f.depth, f.T_world_cam)
+    out = tmp_path / "scene.bag"
+    assert bag_main(["convert", str(tmp_path / "scene0000_00"), str(out), "--format", "sqlite3", "--stride", "2"]) == 0
+    src = list(scannet.open_scene(tmp_path / "scene0000_00", stride=2))
+    got = list(read_frames(out))
+    assert len(got) == len(src) == 2
+    for a, b in zip(src, got):
+        np.testing.assert_array_equal(b.rgb, a.rgb)
+        np.testing.assert_allclose(b.depth, a.depth, atol=5e-4 + 1e-6)
+        np.testing.assert_allclose(b.T_world_cam, a.T_world_cam, atol=1e-9)
+    capsys.readouterr()
+    assert bag_main(["info", str(out)]) == 0
+    assert "/camera/color/image_raw" in capsys.readouterr().out
+    assert bag_main(["convert", str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- playback over DDS
+def test_play_to_a_subscriber_in_another_process(tmp_path):
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import CameraInfo, Image
+    from tf2_msgs.msg import TFMessage
+
+    from gnesf_ros.ros import conversions as conv
+    from ros_env import ros_domain, spawn_python, stop
+
+    frames = make_frames(3)
+    bag = tmp_path / "tiny"
+    write_bag(frames, bag, rate_hz=30.0)
+    got: dict[str, list] = {}
+    reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    with ros_domain() as env:
+        ctx = rclpy.Context()
+        rclpy.init(context=ctx)
+        try:
+            node = rclpy.create_node("bag_test_subscriber", context=ctx)
+            for topic, typ, qos in [("/camera/color/image_raw", Image, reliable),
+                                    ("/camera/depth/image_rect_raw", Image, reliable),
+                                    ("/camera/color/camera_info", CameraInfo, reliable), ("/tf", TFMessage, reliable),
+                                    ("/tf_static", TFMessage, latched), ("/clock", Clock, reliable)]:
+                node.create_subscription(typ, topic, lambda m, t=topic: got.setdefault(t, []).append(m), qos)
+            executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
+            executor.add_node(node)
+            player = spawn_python("import sys; from gnesf_ros.cli.bag import main; sys.exit(main())", env,
+                                  args=["play", str(bag), "--clock", "--wait-for-subscribers", "20"])
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and (player.poll() is None or
+                                                   len(got.get("/camera/color/image_raw", [])) < 3):
+                executor.spin_once(timeout_sec=0.05)
+            for _ in range(20):
+                executor.spin_once(timeout_sec=0.01)
+            out, err = stop(player)
+        finally:
+            rclpy.shutdown(context=ctx)
+    assert player.returncode == 0, err[-2000:]
+    assert "published 13 messages" in out
+    images = got["/camera/color/image_raw"]
+    assert len(images) == 3 and len(got["/camera/depth/image_rect_raw"]) == 3 and len(got["/tf"]) == 3
+    assert got["/tf_static"][0].transforms[0].child_frame_id == "camera_color_optical_frame"
+    for f, msg in zip(frames, images):
+        np.testing.assert_array_equal(conv.image_to_rgb(msg), f.rgb)
+    stamps = [conv.stamp_to_sec(m.header.stamp) for m in images]
+    np.testing.assert_allclose(np.diff(stamps), 1 / 30, atol=1e-6)
+    clock = [conv.stamp_to_sec(c.clock) for c in got["/clock"]]
+    assert clock == sorted(clock) and clock[-1] == pytest.approx(stamps[-1], abs=1e-6)
+    np.testing.assert_allclose(conv.image_to_depth_m(got["/camera/depth/image_rect_raw"][0])[1:],
+                               frames[0].depth[1:], atol=5e-4 + 1e-6)
+
+
+def test_mcap_decodes_with_an_independent_reader(tmp_path):
+    """mcap-ros2-support decodes every message from the embedded ros2msg schemas (as rosbag2's
+    MCAP plugin and Foxglove do), not from rosbags' type store."""
+    frames = make_frames(2)
+    write_bag(frames, tmp_path / "b")
+    (mcap_file,) = (tmp_path / "b").glob("*.mcap")
+    counts: dict[str, int] = {}
+    with open(mcap_file, "rb") as fh:
+        for schema, channel, _, msg in make_reader(fh, decoder_factories=[DecoderFactory()]).iter_decoded_messages():
+            counts[channel.topic] = counts.get(channel.topic, 0) + 1
+            if channel.topic == "/camera/color/image_raw":
+                assert schema.name == "sensor_msgs/msg/Image" and channel.message_encoding == "cdr"
+                i = counts[channel.topic] - 1
+                np.testing.assert_array_equal(np.frombuffer(msg.data, np.uint8).reshape(H, W, 3), frames[i].rgb)
+            if channel.topic == "/tf":
+                assert msg.transforms[0].child_frame_id == "camera_link"
+    assert counts == {"/tf_static": 1, "/tf": 2, "/camera/color/camera_info": 2, "/camera/color/image_raw": 2,
+                      "/camera/depth/image_rect_raw": 2}
+
+
+def test_play_loop_at_rate_stops_on_sigint(tmp_path):
+    import re
+
+    from ros_env import ros_domain, spawn_python, stop
+
+    write_bag(make_frames(3), tmp_path / "b", rate_hz=10.0)  # 0.2 s of bag time per pass
+    with ros_domain() as env:
+        player = spawn_python("import sys; from gnesf_ros.cli.bag import main; sys.exit(main())", env,
+                              args=["play", str(tmp_path / "b"), "--loop", "--rate", "2.0"])
+        time.sleep(3.0)  # start-up (~1 s) + passes of 0.1 s each
+        out, err = stop(player)
+    assert player.returncode == 0, err[-2000:]
+    m = re.search(r"published (\d+) messages in ([\d.]+) s \((\d+) pass", out)
+    assert m, out + err
+    published, wall, passes = int(m.group(1)), float(m.group(2)), int(m.group(3))
+    assert passes >= 3 and published >= 13 * (passes - 1)
+    assert passes <= wall / 0.1 + 2  # paced at 2x: a pass takes >= 0.1 s
