@@ -9,6 +9,7 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*", "benchmarks"]),
+    package_data={"gnesf_ros": ["data/*.tsv"]},  # synthetic scenes: bundled ScanNet label map (H1b)
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
