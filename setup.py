@@ -1,9 +1,21 @@
 """ament_python package: colcon build on a real ROS 2 install, or pip install into a venv."""
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
 
 package_name = "gnesf_ros"
+
+
+def tree(src: str) -> list[tuple[str, list[str]]]:
+    """data_files entries that keep src/'s folder structure under share/<package>/src/."""
+    out = []
+    for folder, _, files in os.walk(src):
+        keep = [os.path.join(folder, f) for f in files if f != "train_state.pt"]
+        if keep:
+            out.append((os.path.join("share", package_name, folder), keep))
+    return out
+
 
 setup(
     name=package_name,
@@ -15,8 +27,7 @@ setup(
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml") + glob("config/*.rviz")),
-        ("share/" + package_name + "/models", [f for f in glob("models/**/*", recursive=True) if "." in f.rsplit("/", 1)[-1]]),
-    ],
+    ] + tree("models"),
     install_requires=["setuptools"],
     zip_safe=False,
     maintainer="gnesf_ros developers",

@@ -7,7 +7,10 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -41,11 +44,12 @@ class SegmenterConfig:
     checkpoint: str = "models/segmenter"  # Mask2Former checkpoint directory (relative: package data)
     remap: str = ""  # YAML label remap (checkpoint labels -> 20 classes); "" = infer from id2label
     input_height: int = 240  # network input (px); probabilities come back at the image's own size
-    input_width: int = 320
+    input_width: int = 320  # network input width (px)
     batch_size: int = 4  # images per forward pass
     threads: int = 2  # torch CPU threads for inference
     oracle_miou: float = 65.0  # expected 2D mIoU of the noisy oracle (percent)
-    oracle_seed: int = 0
+    oracle_seed: int = 0  # seed of the oracle's noise (with the frame index)
+    oracle_temperature: float = 1.0  # > 1 flattens the oracle's probabilities
     device: str = "cpu"  # torch device of the mask2former backend (cpu | cuda)
     external_label_confidence: float = 0.9  # external label images -> this probability on the label
 
@@ -96,7 +100,8 @@ class GnesfTrainConfig:
     save_every: int = 50
     log_every: int = 10
     seed: int = 0
-    threads: int = 2
+    threads: int = 2  # torch threads of the optimiser process
+    workers: int = 1  # data processes rendering windows ahead (0 = render in the training process)
 
 
 @dataclass
@@ -109,11 +114,11 @@ class MapConfig:
     fusion: str = "average"  # average | bayesian (Kimera-style baseline)
     bayes_measurement_prob: float = 0.8  # Kimera's semantic_measurement_probability (> 0.5)
     occupancy_min_height_m: float = 0.1  # height band (map z, REP-103 up) for the 2D occupancy grid
-    occupancy_max_height_m: float = 1.5  # also the top of the top-down class grid
+    occupancy_max_height_m: float = 1.5  # top of that band; also the top of the top-down class grid
     occupied_sdf_vox: float = 0.6  # a voxel is surface/occupied when sdf <= this (voxels)
     eviction: str = "farthest"  # farthest (from the latest camera) | stale (least recently updated)
-    min_ray_m: float = 0.1  # depth integration: valid depth range (Kimera defaults)
-    max_ray_m: float = 5.0
+    min_ray_m: float = 0.1  # depth integration: nearer depth is invalid (Kimera default)
+    max_ray_m: float = 5.0  # depth integration: farther depth is invalid (Kimera default)
     alloc_pixel_stride: int = 4  # depth integration: every n-th pixel (both axes) allocates band blocks
 
 
@@ -179,6 +184,18 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     if overrides:
         _apply(cfg, overrides, "")
     return cfg
+
+
+@lru_cache(maxsize=None)
+def field_help(cls: type) -> dict[str, str]:
+    """Descriptions of a config dataclass's fields, read from their trailing ``# comments``.
+
+    The comment beside a default is the one place a setting is explained; ROS parameter
+    descriptions come from here (a test requires one for every field).
+    """
+    pattern = re.compile(r"^\s+(\w+):\s*[^=]+=.*?#\s*(.+)$")
+    return {m.group(1): m.group(2).strip()
+            for m in map(pattern.match, inspect.getsource(cls).splitlines()) if m}
 
 
 def to_dict(cfg: Any) -> dict:
