@@ -1,0 +1,182 @@
+"""Mapper: posed frames in, map updates out (used by gnesf-map and the ROS node alike).
+
+frames -> keyframes (KeyframeSelector) -> fragment windows (FragmentBuilder) -> 2D segmenter
+-> per mode:
+  rgb                GNeSF.predict_fragment (learned SDF + voted semantics) -> map.integrate
+  rgbd               depth TSDF of the new keyframes (map.integrate_depth) + GNeSF.vote_semantics
+                     on the map's near-surface voxels of the fragment -> map.integrate (semantics only)
+  baseline_bayesian  depth TSDF + Kimera-Semantics Bayesian fusion of the segmenter's labels
+  baseline_average   depth TSDF + running average of the segmenter's probabilities
+Depth modes integrate keyframes only (each once, also when fragments overlap).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gnesf_ros.classes import ClassTable, default_class_table
+from gnesf_ros.config import ConfigError, MapperConfig
+from gnesf_ros.errors import ModelError
+from gnesf_ros.geometry.camera import is_valid_pose
+from gnesf_ros.geometry.keyframes import FragmentBuilder, KeyframeSelector
+from gnesf_ros.mapping import SemanticVoxelMap
+from gnesf_ros.segmentation.base import build_segmenter, resolve_checkpoint, segment_frames
+from gnesf_ros.types import Fragment, FragmentResult, Frame
+
+log = logging.getLogger(__name__)
+
+MODES = ("rgb", "rgbd", "baseline_bayesian", "baseline_average")
+_BASELINE_FUSION = {"baseline_bayesian": "bayesian", "baseline_average": "average"}
+
+
+@dataclass
+class MapUpdate:
+    """What one fragment changed: fragment index, voxels fused, stage timings (ms)."""
+
+    fragment_index: int
+    num_voxels: int
+    timings_ms: dict = field(default_factory=dict)
+
+
+class Mapper:
+    """Online semantic mapper. ``segmenter`` (Segmenter protocol) and ``model`` (GNeSF) are
+    built from ``cfg`` on first use when not given; baselines need no model."""
+
+    def __init__(self, cfg: MapperConfig | None = None, segmenter=None, model=None,
+                 class_table: ClassTable | None = None):
+        self.cfg = cfg or MapperConfig()
+        if self.cfg.mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got '{self.cfg.mode}'")
+        self.class_table = class_table or default_class_table()
+        self._segmenter = segmenter
+        self._model = model
+        map_cfg = self.cfg.map
+        if self.cfg.mode in _BASELINE_FUSION:
+            map_cfg = dataclasses.replace(map_cfg, fusion=_BASELINE_FUSION[self.cfg.mode])
+        self.map_cfg = map_cfg
+        self.reset()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Empty map, fresh keyframe/fragment state and counters."""
+        self.map = SemanticVoxelMap(self.map_cfg, self.class_table)
+        self._selector = KeyframeSelector(self.cfg.keyframe)
+        self._builder = FragmentBuilder(self.cfg.keyframe, voxel_size=self.map_cfg.voxel_size_m,
+                                        max_depth_m=self.cfg.camera.max_depth_m, select_keyframes=False)
+        self._integrated: list[Frame] = []  # keyframes of the last window (already depth-integrated)
+        self._size: tuple[int, int] | None = None
+        self.counters = {"frames": 0, "keyframes": 0, "fragments": 0, "skipped_bad_pose": 0,
+                         "skipped_size_mismatch": 0, "skipped_empty_fragment": 0}
+        self.timings: list[dict] = []
+
+    @property
+    def stats(self) -> dict:
+        """Pipeline counters plus the map's (prefixed ``map_``) and its block count."""
+        out = dict(self.counters)
+        out.update({f"map_{k}": v for k, v in self.map.counters.items()})
+        out["map_blocks"] = self.map.num_blocks
+        return out
+
+    def timing_summary(self) -> dict:
+        """Per stage {p50, p95, mean} in ms over all processed fragments."""
+        stages = sorted({k for t in self.timings for k in t})
+        out = {}
+        for s in stages:
+            v = np.array([t[s] for t in self.timings if s in t])
+            out[s] = {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)),
+                      "mean": float(v.mean()), "n": int(v.size)}
+        return out
+
+    @property
+    def segmenter(self):
+        if self._segmenter is None:
+            self._segmenter = build_segmenter(self.cfg.segmenter, self.class_table)
+        return self._segmenter
+
+    @property
+    def model(self):
+        if self._model is None:
+            from gnesf_ros.model.gnesf import GNeSF
+            self._model = GNeSF.load(resolve_checkpoint(self.cfg.model.weights), self.cfg.model,
+                                     self.cfg.device)
+        return self._model
+
+    # -- frames ----------------------------------------------------------------------------
+    def add_frame(self, frame: Frame) -> MapUpdate | None:
+        """Feed one posed frame (any rate); returns a MapUpdate when a fragment was mapped."""
+        self.counters["frames"] += 1
+        if not is_valid_pose(frame.T_world_cam):
+            self.counters["skipped_bad_pose"] += 1
+            return None
+        if self._size is None:
+            self._size = frame.size
+        elif frame.size != self._size:
+            self.counters["skipped_size_mismatch"] += 1
+            log.warning("frame %d: size %s differs from the stream's %s; skipped", frame.index,
+                        frame.size, self._size)
+            return None
+        if not self._selector.accept(frame.T_world_cam):
+            return None
+        self.counters["keyframes"] += 1
+        fragment = self._builder.push(frame)
+        return self._process(fragment) if fragment is not None else None
+
+    def flush(self) -> MapUpdate | None:
+        """Map the incomplete last window (end of a stream)."""
+        fragment = self._builder.flush()
+        return self._process(fragment) if fragment is not None else None
+
+    # -- fragments -------------------------------------------------------------------------
+    def _process(self, fragment: Fragment) -> MapUpdate:
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+
+        def lap(name: str, start: float) -> float:
+            now = time.perf_counter()
+            timings[name] = 1e3 * (now - start)
+            return now
+
+        probs = segment_frames(self.segmenter, fragment.frames)
+        C = self.class_table.num_classes
+        n, (h, w) = len(fragment.frames), fragment.frames[0].size
+        if probs.shape != (n, h, w, C):
+            raise ModelError(f"segmenter returned {probs.shape}, expected {(n, h, w, C)}")
+        t = lap("segment", t0)
+        mode = self.cfg.mode
+        camera = fragment.frames[-1].T_world_cam[:3, 3]
+        if mode == "rgb":
+            result = self.model.predict_fragment(fragment, probs)
+            t = lap("model", t)
+            fused = self._integrate(result, camera, fragment)
+            t = lap("integrate", t)
+        else:
+            new = [i for i, f in enumerate(fragment.frames) if not any(f is g for g in self._integrated)]
+            fused = 0
+            for i in new:
+                f = fragment.frames[i]
+                fused += self.map.integrate_depth(f, None if mode == "rgbd" else probs[i])
+            self._integrated = list(fragment.frames)  # held, so overlap frames are found by identity
+            t = lap("integrate", t)
+            if mode == "rgbd":
+                coords, sdf = self.map.voxels_near_surface(fragment.bounds)
+                if len(coords):
+                    cls, sem_w = self.model.vote_semantics(fragment, probs, coords, sdf, self.map.voxel_size)
+                    t = lap("model", t)
+                    self._integrate(FragmentResult(coords, sdf, cls, np.zeros(len(coords), np.float32),
+                                                   self.map.voxel_size, sem_weight=sem_w), camera, fragment)
+                    t = lap("integrate_semantics", t)
+        timings["total"] = 1e3 * (time.perf_counter() - t0)
+        self.counters["fragments"] += 1
+        self.timings.append(timings)
+        return MapUpdate(fragment.index, int(fused), timings)
+
+    def _integrate(self, result: FragmentResult, camera: np.ndarray, fragment: Fragment) -> int:
+        if len(result) == 0:
+            self.counters["skipped_empty_fragment"] += 1
+            log.info("fragment %d: no voxels predicted; skipped", fragment.index)
+            return 0
+        return self.map.integrate(result, camera_position=camera)
