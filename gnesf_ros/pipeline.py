@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,7 +72,8 @@ class Mapper:
         self._size: tuple[int, int] | None = None
         self.counters = {"frames": 0, "keyframes": 0, "fragments": 0, "skipped_bad_pose": 0,
                          "skipped_size_mismatch": 0, "skipped_empty_fragment": 0}
-        self.timings: list[dict] = []
+        # Bounded: a long-running node must not grow with time (the last 1000 fragments).
+        self.timings: deque[dict] = deque(maxlen=1000)
 
     @property
     def stats(self) -> dict:

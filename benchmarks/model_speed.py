@@ -1,0 +1,109 @@
+"""GNeSF forward speed per stage for one fragment (9 views, 240x320 by default), p50/p95.
+
+Stages: features2d (2D FPN), volume (back-projection + mean/var, all levels), net3d (3D nets + heads,
+pruning, kernel maps), visibility, voting, total. ``--pruning gt`` keeps exactly the ground-truth
+near-surface voxels (TSDF fused from the window's depth) at every level, i.e. the voxel counts a
+well-trained model produces (the time of that look-up is subtracted); ``--pruning model`` uses the model's own occupancy (needs --weights).
+
+    .venv/bin/python benchmarks/model_speed.py [--weights models/gnesf_synthetic.pt] [--threads 2]
+    .venv/bin/python benchmarks/model_speed.py --save-window /tmp/w.npz   # then --window /tmp/w.npz elsewhere
+Prints a markdown table; writes benchmarks/results/model_speed.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gnesf_ros.config import ModelConfig
+from gnesf_ros.model.geometry_net import FACTOR
+from gnesf_ros.model.gnesf import GNeSF, Views
+from gnesf_ros.model.targets import TsdfTargets
+
+STAGES = ("features2d", "volume", "net3d", "visibility", "voting", "total")
+
+
+def load_window(path: str | None, seed: int) -> dict:
+    if path and Path(path).is_file():
+        z = np.load(path)
+        return {k: z[k].astype(np.float32) if k == "probs" else z[k] for k in z.files}
+    from gnesf_ros.config import GnesfTrainConfig
+    from gnesf_ros.model.data import WindowSampler
+
+    cfg = GnesfTrainConfig(train_seed_start=seed, train_seed_count=1)
+    w = WindowSampler(cfg).sample()
+    return {"rgb": w.rgb, "probs": w.probs, "K": w.K, "T": w.T, "depth_d": w.depth_d, "K_d": w.K_d, "T_d": w.T_d}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--pruning", choices=("gt", "model"), default=None, help="default: model with --weights, else gt")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=2000, help="synthetic test scene seed")
+    ap.add_argument("--window", default=None, help="npz window (from --save-window) instead of rendering one")
+    ap.add_argument("--save-window", default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "model_speed.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    win = load_window(args.window, args.seed)
+    if args.save_window:
+        np.savez_compressed(args.save_window, **{k: v.astype(np.float16) if k == "probs" else v for k, v in win.items()})
+    pruning = args.pruning or ("model" if args.weights else "gt")
+    cfg = ModelConfig(threads=args.threads)
+    torch.manual_seed(0)
+    model = GNeSF.load(args.weights, cfg, args.device) if args.weights else GNeSF(cfg).to(args.device).eval()
+    gt_occ, gt_ms = None, [0.0]
+    if pruning == "gt":
+        model.cfg.occ_threshold = model.geometry.occ_threshold = 1.01  # the network's occupancy never keeps
+        tsdf = TsdfTargets(win["depth_d"], win["K_d"], win["T_d"])
+
+        def gt_occ(pts, lvl):  # its own time is excluded from net3d below
+            t = time.perf_counter()
+            vs = cfg.voxel_size_m * FACTOR ** (2 - lvl)
+            sdf, known = tsdf(pts.cpu(), cfg.trunc_vox * vs)
+            gt_ms[0] += 1e3 * (time.perf_counter() - t)
+            return (known & (sdf.abs() < cfg.occ_band_vox[lvl] * vs)).to(pts.device)
+
+    rows, counts = [], {}
+    for _ in range(args.repeats + 1):  # first run warms up
+        with torch.no_grad():
+            gt_ms[0] = 0.0
+            t0 = time.perf_counter()
+            views = Views.from_arrays(win["rgb"], win["probs"], win["K"], win["T"], args.device)
+            enc = model.encode(views, gt_occ)
+            fine = enc.geo.levels[2]
+            keep = torch.nonzero(fine.keep)[:, 0]
+            model.semantics(views, fine, keep, enc.sdf, "prob_vis")
+            if args.device != "cpu":
+                torch.cuda.synchronize()
+            r = dict(model.timings, total=1e3 * (time.perf_counter() - t0) - gt_ms[0])
+            r["net3d"] -= gt_ms[0]
+            rows.append(r)
+        counts = {"level0_kept": int(enc.geo.levels[0].keep.sum()), "level1_kept": int(enc.geo.levels[1].keep.sum()),
+                  "fine_evaluated": int(fine.coords.shape[0]), "fine_output": int(keep.numel())}
+    rows = rows[1:]
+    stats = {s: {"p50": float(np.percentile([r.get(s, 0) for r in rows], 50)),
+                 "p95": float(np.percentile([r.get(s, 0) for r in rows], 95))} for s in STAGES}
+    info = {"device": args.device, "threads": args.threads, "cpu": platform.processor() or platform.machine(),
+            "nproc": os.cpu_count(), "loadavg": os.getloadavg(), "torch": torch.__version__, "pruning": pruning,
+            "weights": args.weights, "views": int(win["rgb"].shape[0]), "size": list(win["rgb"].shape[1:3]), **counts}
+    print(f"GNeSF forward, {info['views']} views {info['size'][0]}x{info['size'][1]}, {args.threads} threads, "
+          f"{args.device}, pruning={pruning}, {args.repeats} runs, load {info['loadavg'][0]:.1f}; voxels {counts}\n")
+    print("| stage | p50 ms | p95 ms |\n|---|---|---|")
+    for s in STAGES:
+        print(f"| {s} | {stats[s]['p50']:.0f} | {stats[s]['p95']:.0f} |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"info": info, "stages_ms": stats, "runs": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""GNeSF network: 2D features -> fragment volume -> coarse-to-fine geometry -> soft semantic voting.
+
+Public API (DESIGN.md / INTERFACES.md):
+    model = GNeSF.load("models/gnesf_synthetic.pt", cfg.model, device="cpu")
+    result = model.predict_fragment(fragment, probs)            # rgb mode: learned geometry
+    class_probs, sem_weight = model.vote_semantics(fragment, probs, coords, sdf, voxel_size)  # rgbd mode
+probs: N x H x W x C float32 per-view class probabilities (rows sum to 1) at the frames' image size.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from gnesf_ros.config import ModelConfig
+from gnesf_ros.errors import DataError, ModelError
+from gnesf_ros.model.feature2d import FeatureFPN
+from gnesf_ros.model.fields import SdfField
+from gnesf_ros.model.geometry_net import FACTOR, GeometryNet, GeometryOutput, LevelOutput
+from gnesf_ros.model.heads import DirectHead
+from gnesf_ros.model.sparse_conv import VoxelHash
+from gnesf_ros.model.visibility import visible_from
+from gnesf_ros.model.volume import place_volume, project, sample_views
+from gnesf_ros.model.voting import VARIANTS, VoteScorer, combine
+from gnesf_ros.types import Fragment, FragmentResult
+
+log = logging.getLogger(__name__)
+
+ARCH_FIELDS = ("voxel_size_m", "volume_size_vox", "trunc_vox", "feat_channels", "geo_channels", "sparse_convs",
+               "vote_hidden", "occ_band_vox")
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class Views:
+    """Network inputs of one window. images N x 3 x H x W in [0, 1]; probs N x C x H x W; K N x 3 x 3 (pixels
+    at size); T_world_cam N x 4 x 4; size (H, W)."""
+
+    images: torch.Tensor
+    probs: torch.Tensor
+    K: torch.Tensor
+    T_world_cam: torch.Tensor
+    size: tuple[int, int]
+
+    @staticmethod
+    def from_arrays(rgb: np.ndarray, probs: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray,
+                    device: str | torch.device = "cpu") -> "Views":
+        """rgb N x H x W x 3 uint8, probs N x H x W x C, K N x 3 x 3, T N x 4 x 4 -> Views."""
+        rgb, probs = np.asarray(rgb), np.asarray(probs)
+        if rgb.ndim != 4 or probs.ndim != 4 or rgb.shape[:3] != probs.shape[:3]:
+            raise DataError(f"expected rgb N x H x W x 3 and probs N x H x W x C of the same N, H, W; got "
+                            f"{rgb.shape} and {probs.shape}")
+        h, w = rgb.shape[1:3]
+        if h % 16 or w % 16:
+            raise DataError(f"image size {h}x{w} must be divisible by 16 (the 2D network's stride)")
+        T = np.asarray(T_world_cam, np.float64)
+        if not np.isfinite(T).all():
+            raise DataError("a view pose is not finite")
+        f32 = dict(dtype=torch.float32, device=device)
+        return Views(torch.as_tensor(rgb, device=device).permute(0, 3, 1, 2).float() / 255.0,
+                     torch.as_tensor(probs, **f32).permute(0, 3, 1, 2).contiguous(),
+                     torch.as_tensor(np.asarray(K), **f32), torch.as_tensor(T, **f32), (h, w))
+
+    @property
+    def centres(self) -> torch.Tensor:
+        return self.T_world_cam[:, :3, 3]
+
+
+@dataclass
+class Encoded:
+    """Forward state shared by geometry, voting and rendering."""
+
+    maps: list[torch.Tensor]
+    geo: GeometryOutput
+    sdf: SdfField
+
+
+class GNeSF(nn.Module):
+    """GNeSF on a CPU budget: FPN features, dense 16/8 cm + sparse 4 cm geometry, four semantic heads
+    (``direct``, ``logit``, ``prob``, ``prob_vis`` voting) sharing the geometry backbone."""
+
+    def __init__(self, cfg: ModelConfig | None = None, num_classes: int = 20):
+        super().__init__()
+        self.cfg = cfg = cfg or ModelConfig()
+        if cfg.volume_size_vox % 4:
+            raise ModelError(f"model.volume_size_vox must be divisible by 4, got {cfg.volume_size_vox}")
+        self.num_classes = num_classes
+        fc, gc = tuple(cfg.feat_channels), tuple(cfg.geo_channels)
+        self.features = FeatureFPN(out_channels=fc)
+        self.geometry = GeometryNet(fc, gc, cfg.occ_threshold, cfg.min_views, cfg.sparse_convs, cfg.max_fine_voxels)
+        view_c = fc[2] + 3 + num_classes
+        self.voters = nn.ModuleDict({m: VoteScorer(view_c, gc[2], cfg.vote_hidden) for m in VARIANTS if m != "direct"})
+        self.direct = DirectHead(gc[2], num_classes)
+        self.timings: dict[str, float] = {}
+
+    # ----------------------------------------------------------------- geometry
+    def trunc_m(self, level: int = 2) -> float:
+        return self.cfg.trunc_vox * self.cfg.voxel_size_m * FACTOR ** (2 - level)
+
+    def place(self, views: Views) -> torch.Tensor:
+        o = place_volume(views.K.cpu().numpy(), views.T_world_cam.cpu().numpy(), views.size, self.cfg.max_depth_m,
+                         self.cfg.voxel_size_m, self.cfg.volume_size_vox, FACTOR ** 2)
+        return torch.as_tensor(o, device=views.K.device)
+
+    def encode(self, views: Views, gt_occ=None, origin_index: torch.Tensor | None = None) -> Encoded:
+        """2D features + geometry (all levels) + the finest SDF field. gt_occ: see GeometryNet.forward."""
+        t0 = time.perf_counter()
+        maps = self.features(views.images)
+        t1 = time.perf_counter()
+        origin = self.place(views) if origin_index is None else origin_index
+        geo = self.geometry(maps, views.K, views.T_world_cam, views.size, origin, self.cfg.volume_size_vox,
+                            self.cfg.voxel_size_m, gt_occ)
+        t2 = time.perf_counter()
+        self.timings = {"features2d": 1e3 * (t1 - t0), "volume": self.geometry.timings.get("volume", 0.0),
+                        "net3d": 1e3 * (t2 - t1) - self.geometry.timings.get("volume", 0.0)}
+        return Encoded(maps, geo, self.sdf_field(geo))
+
+    def sdf_field(self, geo: GeometryOutput, fine: LevelOutput | None = None) -> SdfField:
+        """Finest-resolution SDF (metres): kept level-1 voxels upsampled, overwritten by the finest
+        level's voxels; pruned or unseen space reads +trunc (free / unknown never occludes)."""
+        l1, fine = geo.levels[1], fine if fine is not None else geo.levels[2]
+        tr = self.trunc_m(2)
+        d1, d = l1.dims, self.cfg.volume_size_vox
+        coarse = torch.where(l1.keep, l1.tsdf.detach() * self.trunc_m(1), torch.full_like(l1.tsdf, tr))
+        grid = torch.nn.functional.interpolate(coarse.view(1, 1, d1, d1, d1), scale_factor=2, mode="trilinear",
+                                               align_corners=False).clamp(-tr, tr).view(-1)
+        local = fine.coords - geo.origin_index
+        grid = grid.clone()
+        grid[(local[:, 0] * d + local[:, 1]) * d + local[:, 2]] = fine.tsdf.detach() * tr
+        return SdfField(grid.view(d, d, d), geo.origin_index, self.cfg.voxel_size_m, tr)
+
+    # ----------------------------------------------------------------- semantics
+    def semantics(self, views: Views, fine: LevelOutput, rows: torch.Tensor, sdf: SdfField, mode: str):
+        """Class distribution of the finest-level voxels ``rows`` (M int64): (M x C probs, M sem_weight)."""
+        if mode not in VARIANTS:
+            raise ModelError(f"unknown voting variant '{mode}' (choose from {', '.join(VARIANTS)})")
+        geo_feats = fine.feats[rows]
+        if mode == "direct":
+            any_view = fine.count[rows] > 0
+            return torch.softmax(self.direct(geo_feats), 1), any_view.to(geo_feats.dtype)
+        t0 = time.perf_counter()
+        pts = fine.points[rows]
+        feats, valid, z = (t[:, rows] for t in fine.per_view)
+        uv, _ = project(pts, views.K, views.T_world_cam)
+        rgb, _ = sample_views(views.images, uv, z, views.size)
+        probs, _ = sample_views(views.probs, uv, z, views.size)
+        if mode == "prob_vis":
+            t1 = time.perf_counter()
+            valid = valid & visible_from(views.centres, pts, sdf, self.cfg.vis_samples, self.cfg.vis_near_m)
+            self.timings["visibility"] = 1e3 * (time.perf_counter() - t1)
+        dirs = pts[None] - views.centres[:, None]
+        dirs = dirs / dirs.norm(dim=2, keepdim=True).clamp(min=1e-6)
+        view_in = torch.cat([feats, rgb, probs], 2)
+        scores = self.voters[mode](view_in, valid, geo_feats, dirs, z / self.cfg.max_depth_m)
+        out = combine(scores, probs, mode)
+        self.timings["voting"] = 1e3 * (time.perf_counter() - t0) - self.timings.get("visibility", 0.0)
+        return out
+
+    # ----------------------------------------------------------------- public API
+    def _views(self, fragment: Fragment, probs: np.ndarray) -> Views:
+        frames = fragment.frames
+        if len(frames) < self.cfg.min_views:
+            raise DataError(f"a fragment needs >= {self.cfg.min_views} frames, got {len(frames)}")
+        if abs(fragment.voxel_size - self.cfg.voxel_size_m) > 1e-9:
+            raise ModelError(f"fragment voxel size {fragment.voxel_size} m differs from the model's "
+                             f"{self.cfg.voxel_size_m} m (set model.voxel_size_m and map.voxel_size_m alike)")
+        if probs.shape[0] != len(frames) or probs.shape[-1] != self.num_classes:
+            raise DataError(f"probs must be {len(frames)} x H x W x {self.num_classes}, got {probs.shape}")
+        dev = next(self.parameters()).device
+        return Views.from_arrays(np.stack([f.rgb for f in frames]), probs, np.stack([f.K for f in frames]),
+                                 np.stack([f.T_world_cam for f in frames]), dev)
+
+    def _threads(self):
+        if self.cfg.threads > 0 and next(self.parameters()).device.type == "cpu":
+            torch.set_num_threads(self.cfg.threads)
+
+    @torch.no_grad()
+    def predict_fragment(self, fragment: Fragment, probs: np.ndarray, variant: str | None = None) -> FragmentResult:
+        """Learned geometry + semantics of one window. Output voxels: finest level, occupancy > threshold."""
+        self._threads()
+        self.eval()
+        t0 = time.perf_counter()
+        views = self._views(fragment, probs)
+        enc = self.encode(views)
+        fine = enc.geo.levels[2]
+        rows = torch.nonzero(fine.keep)[:, 0]
+        cls, sem_w = self.semantics(views, fine, rows, enc.sdf, variant or self.cfg.voting)
+        timings = dict(self.timings, total=1e3 * (time.perf_counter() - t0))
+        return FragmentResult(coords=fine.coords[rows].cpu().numpy().astype(np.int32),
+                              sdf=(fine.tsdf[rows] * self.trunc_m(2)).cpu().numpy().astype(np.float32),
+                              class_probs=cls.cpu().numpy().astype(np.float32),
+                              weight=np.ones(len(rows), np.float32), voxel_size=self.cfg.voxel_size_m,
+                              sem_weight=sem_w.cpu().numpy().astype(np.float32),
+                              stats={"timings_ms": timings, "evaluated_voxels": int(fine.coords.shape[0])})
+
+    @torch.no_grad()
+    def vote_semantics(self, fragment: Fragment, probs: np.ndarray, coords: np.ndarray, sdf: np.ndarray,
+                       voxel_size: float, variant: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Semantics on given geometry (rgbd mode): coords M x 3 int32 global voxels, sdf M metres.
+
+        Returns (class_probs M x C, sem_weight M); voxels outside the fragment cube or seen by fewer
+        than min_views views get uniform probabilities and weight 0."""
+        self._threads()
+        self.eval()
+        if abs(voxel_size - self.cfg.voxel_size_m) > 1e-9:
+            raise ModelError(f"voxel size {voxel_size} m differs from the model's {self.cfg.voxel_size_m} m")
+        views = self._views(fragment, probs)
+        enc = self.encode(views)
+        origin, d = enc.geo.origin_index, self.cfg.volume_size_vox
+        c = torch.as_tensor(np.asarray(coords), dtype=torch.long, device=origin.device)
+        local = c - origin
+        inside = ((local >= 0) & (local < d)).all(1)
+        fine = self.geometry.sparse_level(enc.maps[2], views.K, views.T_world_cam, views.size, origin,
+                                          self.cfg.voxel_size_m, enc.geo.levels[1], local[inside])
+        tr = self.trunc_m(2)
+        grid = torch.full((d ** 3,), tr, device=origin.device)
+        li = local[inside]
+        sdf_t = torch.as_tensor(np.asarray(sdf), dtype=torch.float32, device=origin.device)
+        grid[(li[:, 0] * d + li[:, 1]) * d + li[:, 2]] = sdf_t[inside].clamp(-tr, tr)
+        field = SdfField(grid.view(d, d, d), origin, self.cfg.voxel_size_m, tr)
+        rows = VoxelHash(fine.coords).lookup(c)
+        out = np.full((c.shape[0], self.num_classes), 1.0 / self.num_classes, np.float32)
+        weight = np.zeros(c.shape[0], np.float32)
+        hit = torch.nonzero(rows >= 0)[:, 0]
+        if hit.numel():
+            cls, w = self.semantics(views, fine, rows[hit], field, variant or self.cfg.voting)
+            out[hit.cpu().numpy()] = cls.cpu().numpy()
+            weight[hit.cpu().numpy()] = w.cpu().numpy()
+        return out, weight
+
+    # ----------------------------------------------------------------- checkpoints
+    def checkpoint(self, **extra) -> dict:
+        return {"version": CHECKPOINT_VERSION, "model": self.state_dict(), "num_classes": self.num_classes,
+                "arch": {k: _plain(getattr(self.cfg, k)) for k in ARCH_FIELDS}, **extra}
+
+    @classmethod
+    def load(cls, path: str | Path, cfg: ModelConfig | None = None, device: str | torch.device = "cpu") -> "GNeSF":
+        """Load weights; architecture fields come from the checkpoint, runtime options (voting variant,
+        thresholds, threads) from ``cfg``."""
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"GNeSF weights not found: {path} (train them with `gnesf-train gnesf` "
+                             f"or set model.weights)")
+        try:
+            ckpt = torch.load(path, map_location=device, weights_only=True)  # tensors + plain data only
+        except Exception as e:  # corrupt / truncated file
+            raise ModelError(f"cannot read GNeSF weights {path}: {e}") from None
+        if not isinstance(ckpt, dict) or "model" not in ckpt or "arch" not in ckpt:
+            raise ModelError(f"{path} is not a GNeSF checkpoint (no 'model'/'arch' entries)")
+        cfg = dataclasses.replace(cfg or ModelConfig())
+        for k, v in ckpt["arch"].items():
+            if k in ARCH_FIELDS and _plain(getattr(cfg, k)) != v:
+                log.info("model.%s = %s taken from the checkpoint (config had %s)", k, v, getattr(cfg, k))
+                setattr(cfg, k, tuple(v) if isinstance(v, list) else v)
+        model = cls(cfg, int(ckpt["num_classes"]))
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise ModelError(f"{path} does not match the GNeSF architecture: {str(e).splitlines()[0]}") from None
+        return model.to(device).eval()
+
+
+def _plain(v):
+    return list(v) if isinstance(v, tuple) else v

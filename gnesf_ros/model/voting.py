@@ -1,0 +1,65 @@
+"""Soft semantic voting over source views (GNeSF section 3.3) and its ablation variants.
+
+Per voxel x and view i: view feature f_i = [F_i(x), RGB_i(x), S_i(x)]; F'_i = MLP([f_i, mean_j f_j,
+var_j f_j]); score v_i = f_v([F'_i, M(x), unit(x - o_i), depth_i / max_depth]); views that do not see
+x (outside the image, < min depth, or occluded when visibility is on) are masked; softmax over views.
+  prob:  s(x) = sum_i softmax_i(v) * S_i(x)                      (default, with visibility: prob_vis)
+  logit: s(x) = softmax_c(sum_i softmax_i(v) * log S_i(x))
+  direct: s(x) = softmax_c(MLP(M(x)))                             (no 2D probabilities; ablation)
+Shapes: N views, M voxels, C classes.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gnesf_ros.model.volume import mean_var
+
+VARIANTS = ("direct", "logit", "prob", "prob_vis")
+_EPS = 1e-6
+
+
+def _mlp(*sizes: int) -> nn.Sequential:
+    layers = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers[:-1])
+
+
+class VoteScorer(nn.Module):
+    """Per-view voting scores. forward(view_in N x M x Cv, valid N x M, geo M x Cg, dirs N x M x 3,
+    depth_rel N x M) -> scores N x M (-inf where not valid)."""
+
+    def __init__(self, view_channels: int, geo_channels: int, hidden: int = 32, out: int = 16):
+        super().__init__()
+        self.fuse = _mlp(3 * view_channels, hidden, out)
+        self.score = _mlp(out + geo_channels + 4, 16, 8, 1)
+
+    def forward(self, view_in, valid, geo, dirs, depth_rel):
+        n, m, _ = view_in.shape
+        mean, var, _ = mean_var(view_in, valid, min_views=1)
+        x = torch.cat([view_in, mean[None].expand(n, -1, -1), var[None].expand(n, -1, -1)], 2)
+        f = torch.relu(self.fuse(x))
+        h = torch.cat([f, geo[None].expand(n, -1, -1), dirs, depth_rel[..., None]], 2)
+        v = self.score(h)[..., 0]
+        return v.masked_fill(~valid, float("-inf"))
+
+
+def combine(scores: torch.Tensor, probs: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """scores N x M (-inf = masked), probs N x M x C -> (class_probs M x C, sem_weight M in {0, 1}).
+
+    Voxels without any valid view get uniform probabilities and weight 0."""
+    valid = torch.isfinite(scores)
+    any_view = valid.any(0)
+    w = torch.softmax(scores.masked_fill(~any_view[None], 0.0), 0) * valid  # N x M
+    if mode == "logit":
+        logits = (w[..., None] * torch.log(probs.clamp(min=_EPS))).sum(0)
+        out = torch.softmax(logits, 1)
+    elif mode in ("prob", "prob_vis"):
+        out = (w[..., None] * probs).sum(0)
+        out = out / out.sum(1, keepdim=True).clamp(min=_EPS)
+    else:
+        raise ValueError(f"unknown voting mode '{mode}' (expected logit | prob | prob_vis)")
+    c = probs.shape[2]
+    out = torch.where(any_view[:, None], out, torch.full_like(out, 1.0 / c))
+    return out, any_view.to(out.dtype)

@@ -1,0 +1,133 @@
+"""GNeSF end to end on a tiny box-room window: shapes, gradients per phase, checkpoints, rgbd voting."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from gnesf_ros.config import GnesfTrainConfig, ModelConfig
+from gnesf_ros.errors import DataError, ModelError
+from gnesf_ros.model.data import WindowSampler
+from gnesf_ros.model.targets import TsdfTargets
+from gnesf_ros.model.gnesf import GNeSF, Views
+from gnesf_ros.model.train import TrainStep, _set_phase
+from gnesf_ros.model.volume import project, sample_views
+from gnesf_ros.types import Frame, Fragment
+
+torch.set_num_threads(1)
+TINY = ModelConfig(voxel_size_m=0.08, volume_size_vox=32, feat_channels=(8, 8, 8), geo_channels=(8, 8, 8),
+                   render_samples=48, vis_samples=12, occ_threshold=0.0, threads=1)
+
+
+@pytest.fixture(scope="module")
+def window():
+    cfg = GnesfTrainConfig(model=TINY, views=4, heldout_views=1, height=64, width=80, frames_per_scene=40,
+                           train_seed_count=1, rays=48)
+    return cfg, WindowSampler(cfg, scene_source="boxes").sample()
+
+
+def _fragment(win):
+    frames = [Frame(0.0, win.rgb[i], win.K[i], win.T[i]) for i in range(len(win.rgb))]
+    return Fragment(frames, voxel_size=TINY.voxel_size_m)
+
+
+def test_predict_fragment_shapes_and_grid(window):
+    _, win = window
+    torch.manual_seed(0)
+    model = GNeSF(TINY)
+    res = model.predict_fragment(_fragment(win), win.probs)
+    n = len(res)
+    assert n > 0 and res.coords.dtype == np.int32 and res.coords.shape == (n, 3)
+    assert res.sdf.shape == (n,) and np.abs(res.sdf).max() <= 3 * 0.08 + 1e-6
+    assert res.class_probs.shape == (n, 20) and np.allclose(res.class_probs.sum(1), 1, atol=1e-4)
+    assert res.sem_weight.shape == (n,) and set(np.unique(res.sem_weight)) <= {0.0, 1.0}
+    assert len(np.unique(res.coords, axis=0)) == n
+    for key in ("features2d", "volume", "net3d", "voting", "visibility", "total"):
+        assert res.stats["timings_ms"][key] >= 0
+    for variant in ("direct", "logit", "prob"):
+        other = model.predict_fragment(_fragment(win), win.probs, variant=variant)
+        assert np.array_equal(other.coords, res.coords) and other.class_probs.shape == res.class_probs.shape
+
+
+def test_bad_inputs_raise_readable_errors(window):
+    _, win = window
+    model = GNeSF(TINY)
+    with pytest.raises(DataError):
+        model.predict_fragment(_fragment(win), win.probs[:, :, :, :5])
+    with pytest.raises(ModelError):
+        model.predict_fragment(Fragment(_fragment(win).frames, voxel_size=0.05), win.probs)
+
+
+def _grads_reach(params):
+    return [n for n, p in params if p.grad is None or float(p.grad.abs().sum()) == 0.0]
+
+
+def test_gradients_reach_every_trainable_parameter_in_both_phases(window):
+    cfg, win = window
+    torch.manual_seed(0)
+    model = GNeSF(TINY)
+    step = TrainStep(model, dataclasses.replace(cfg, model=TINY))
+    _set_phase(model, "geometry")
+    step(win, "geometry")["loss"].backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert len(trainable) > 0 and _grads_reach(trainable) == []
+    model.zero_grad(set_to_none=True)
+    _set_phase(model, "semantics")
+    losses = step(win, "semantics")
+    losses["loss"].backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert {n.split(".")[0] for n, _ in trainable} == {"voters", "direct"}
+    assert _grads_reach(trainable) == []
+    assert all(f"sem_{m}" in losses for m in ("direct", "logit", "prob", "prob_vis"))
+
+
+def test_checkpoint_round_trip_and_errors(window, tmp_path):
+    _, win = window
+    torch.manual_seed(1)
+    model = GNeSF(TINY)
+    path = tmp_path / "w.pt"
+    torch.save(model.checkpoint(), path)
+    other_arch = dataclasses.replace(TINY, feat_channels=(4, 4, 4), geo_channels=(4, 4, 4))
+    loaded = GNeSF.load(path, other_arch)  # the architecture comes from the file
+    a = model.predict_fragment(_fragment(win), win.probs)
+    b = loaded.predict_fragment(_fragment(win), win.probs)
+    assert np.array_equal(a.coords, b.coords) and np.allclose(a.class_probs, b.class_probs, atol=1e-6)
+    with pytest.raises(ModelError, match="not found"):
+        GNeSF.load(tmp_path / "missing.pt", TINY)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError):
+        GNeSF.load(tmp_path / "junk.pt", TINY)
+
+
+def test_vote_semantics_on_given_geometry(window):
+    _, win = window
+    model = GNeSF(TINY)
+    frag = _fragment(win)
+    targets = TsdfTargets(win.depth_d, win.K_d, win.T_d)
+    # geometry from depth: voxels near the observed surfaces in and around the fragment cube
+    views = Views.from_arrays(win.rgb, win.probs, win.K, win.T)
+    r = np.arange(-4, TINY.volume_size_vox + 4)
+    grid = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3) + model.place(views).numpy()
+    sdf, known = targets(torch.tensor((grid + 0.5) * 0.08, dtype=torch.float32), 0.24)
+    near = (known & (sdf.abs() < 0.08)).numpy()
+    coords = np.concatenate([grid[near], [[10000, 10000, 10000]]]).astype(np.int32)
+    sdf_m = np.concatenate([sdf.numpy()[near], [0.0]]).astype(np.float32)
+    probs, weight = model.vote_semantics(frag, win.probs, coords, sdf_m, 0.08, variant="prob")
+    assert probs.shape == (len(coords), 20) and np.allclose(probs.sum(1), 1, atol=1e-4)
+    assert weight[-1] == 0.0 and np.allclose(probs[-1], 1 / 20)
+    # without visibility, a voxel gets a vote iff it lies in the fragment cube and >= 2 views see it
+    local = coords - model.place(views).numpy()
+    inside = ((local >= 0) & (local < TINY.volume_size_vox)).all(1)
+    uv, z = project(torch.tensor((coords + 0.5) * 0.08, dtype=torch.float32), views.K, views.T_world_cam)
+    _, seen = sample_views(views.images, uv, z, views.size)
+    expected = inside & (seen.sum(0).numpy() >= 2)
+    assert expected.sum() > 50 and np.array_equal(weight > 0, expected)
+    _, weight_vis = model.vote_semantics(frag, win.probs, coords, sdf_m, 0.08, variant="prob_vis")
+    assert (weight_vis <= weight).all()
+
+
+def test_nothing_occupied_gives_an_empty_result(window):
+    _, win = window
+    model = GNeSF(dataclasses.replace(TINY, occ_threshold=1.01))  # the network never keeps a voxel
+    res = model.predict_fragment(_fragment(win), win.probs)
+    assert len(res) == 0 and res.class_probs.shape == (0, 20) and res.sdf.shape == (0,)
