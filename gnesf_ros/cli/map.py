@@ -1,7 +1,7 @@
-"""gnesf-map: build a semantic map from a ScanNet scene (exported folder or .sens) offline.
+"""gnesf-map: build a semantic map offline from a ScanNet scene (exported folder or .sens) or a ROS 2 bag.
 
     gnesf-map INPUT --out DIR [--config FILE] [--mode rgb|rgbd|baseline_bayesian|baseline_average]
-              [--segmenter oracle|mask2former] [--max-frames N] [--stride S] [--heldout-every K]
+              [--segmenter oracle|mask2former] [--max-frames N] [--stride S] [--heldout-every K] [--gt PLY]
 
 Writes into DIR: mesh.ply (per-vertex NYU40 ``label``), map.npz (resumable map file),
 views/<frame>_labels.png (class index), views/<frame>_labels_color.png, views/<frame>_depth.png
@@ -31,6 +31,7 @@ from gnesf_ros.errors import DataError
 from gnesf_ros.eval.metrics import evaluate_meshes, format_markdown, miou_2d
 from gnesf_ros.mapping.io import save_mesh_ply
 from gnesf_ros.pipeline import MODES, Mapper
+from gnesf_ros.ros.bag import BagFrameSource, is_bag
 from gnesf_ros.types import Frame
 from gnesf_ros.viz import overview_images, save_png
 
@@ -39,7 +40,8 @@ log = logging.getLogger("gnesf_ros.map")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gnesf-map", description=__doc__.split("\n\n")[0])
-    p.add_argument("input", type=Path, help="ScanNet scene: exported folder or .sens file")
+    p.add_argument("input", type=Path,
+                   help="ScanNet scene (exported folder or .sens file) or a ROS 2 bag folder (gnesf-bag convert)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--config", type=Path, help="YAML overlay of config/default.yaml")
     p.add_argument("--mode", choices=MODES, help="mapping mode (default: the config's)")
@@ -48,7 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=1, help="use every n-th frame")
     p.add_argument("--heldout-every", type=int, default=10,
                    help="render label/depth images at every k-th non-keyframe (0 = none)")
+    p.add_argument("--gt", type=Path, help="ground-truth labelled mesh (default: the scene's *_vh_clean_2.labels.ply)")
     return p
+
+
+def _open_input(args: argparse.Namespace, size: tuple[int, int]):
+    if is_bag(args.input):
+        return BagFrameSource(args.input, size, args.max_frames, args.stride, args.gt)
+    source = open_scene(args.input, size=size, max_frames=args.max_frames, stride=args.stride)
+    if args.gt is not None:
+        source.gt_mesh_path = args.gt
+    return source
 
 
 def _write_view(out: Path, frame: Frame, labels: np.ndarray, depth: np.ndarray, table) -> None:
@@ -68,8 +80,7 @@ def _main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     if args.heldout_every < 0:
         raise DataError(f"--heldout-every must be >= 0, got {args.heldout_every}")
-    source = open_scene(args.input, size=(cfg.camera.height, cfg.camera.width),
-                        max_frames=args.max_frames, stride=args.stride)
+    source = _open_input(args, (cfg.camera.height, cfg.camera.width))
     mapper = Mapper(cfg)
     table = mapper.class_table
     heldout: list[Frame] = []

@@ -248,9 +248,13 @@ def bag_summary(path: str | Path) -> BagSummary:
         topics[md["name"]] = (md["type"], int(t["message_count"]))
         q = md.get("offered_qos_profiles") or []
         qos[md["name"]] = yaml.safe_load(q) if isinstance(q, str) else q  # version <= 8 stored a YAML string
-    return BagSummary(path=Path(path), storage=info.get("storage_identifier", "?"),
-                      duration_s=info["duration"]["nanoseconds"] * 1e-9,
-                      start_s=info["starting_time"]["nanoseconds_since_epoch"] * 1e-9, topics=topics, qos=qos)
+    try:
+        duration_s = info["duration"]["nanoseconds"] * 1e-9
+        start_s = info["starting_time"]["nanoseconds_since_epoch"] * 1e-9
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{path}/metadata.yaml: missing field {e} (not a complete rosbag2 bag)") from None
+    return BagSummary(path=Path(path), storage=info.get("storage_identifier", "?"), duration_s=duration_s,
+                      start_s=start_s, topics=topics, qos=qos)
 
 
 def open_reader(path: str | Path):
@@ -335,3 +339,41 @@ def read_frames(path: str | Path, size: tuple[int, int] | None = None, layout: B
             index += 1
     finally:
         reader.close()
+
+
+def is_bag(path: str | Path) -> bool:
+    """True for a rosbag2 folder (it holds metadata.yaml)."""
+    return (Path(path) / "metadata.yaml").is_file()
+
+
+class BagFrameSource:
+    """A bag as a frame source for ``gnesf-map`` (same shape as data.scannet's FrameSource).
+
+    Bags carry no ground truth: ``gt_mesh_path`` is whatever the caller passes (e.g. ``--gt``)."""
+
+    def __init__(self, path: str | Path, size: tuple[int, int] | None = None, max_frames: int | None = None,
+                 stride: int = 1, gt_mesh_path: str | Path | None = None, layout: BagLayout = BagLayout()):
+        self.path = Path(path)
+        self.size = size
+        self.layout = layout
+        self.max_frames = max_frames
+        self.stride = max(int(stride), 1)
+        self.scene_name = self.path.name
+        self.gt_mesh_path = Path(gt_mesh_path) if gt_mesh_path else None
+        self.skipped_poses = 0
+        count = bag_summary(self.path).topics.get(layout.color_topic, ("", 0))[1]
+        n = -(-count // self.stride)
+        self._len = min(n, max_frames) if max_frames else n
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[Frame]:
+        emitted = 0
+        for i, frame in enumerate(read_frames(self.path, self.size, self.layout)):
+            if i % self.stride:
+                continue
+            if self.max_frames and emitted >= self.max_frames:
+                return
+            emitted += 1
+            yield frame
