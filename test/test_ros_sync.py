@@ -40,3 +40,26 @@ def test_buffers_are_bounded():
     for i in range(10):
         s.add_color(float(i), i)
     assert s.drops["sync_overflow"] == 6
+
+
+def test_colour_waits_for_depth_and_segmentation():
+    s = ApproximateSync(use_depth=True, use_segmentation=True, slop_s=0.01, max_wait_s=0.2)
+    s.add_info("K")
+    assert s.add_color(1.0, "c") == []
+    assert s.add_depth(1.0, "d") == []  # segmentation still missing
+    out = s.add_segmentation(1.002, "s")
+    assert [(o.color, o.depth, o.segmentation) for o in out] == [("c", "d", "s")]
+    s.add_color(2.0, "c2")
+    s.add_depth(2.0, "d2")
+    s.add_depth(2.3, "d3")  # c2's segmentation never came
+    assert s.drops["no_segmentation"] == 1
+
+
+def test_time_jump_back_clears_stale_buffers():
+    s = ApproximateSync(use_depth=True, slop_s=0.01, jump_back_s=1.0)
+    s.add_info("K")
+    s.add_depth(100.0, "future depth")  # from the previous loop of a bag
+    out = s.add_color(5.0, "c")  # 95 s back: a new loop
+    assert out == [] and s.jumps == 1
+    out = s.add_depth(5.0, "d")
+    assert [(o.color, o.depth) for o in out] == [("c", "d")]
