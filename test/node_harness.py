@@ -4,7 +4,9 @@
   with config/mapping.yaml plus a YAML overlay.
 - ``FramePublisher``: colour/depth/camera_info/segmentation + /tf for one frame (from arrays).
 - ``Probe``: an in-process subscriber of the node's outputs and /diagnostics.
-- ``python test/node_harness.py play SCENE_DIR ...``: the player process of the end-to-end test.
+- ``mesh_from_markers``: the received mesh back as a LabeledMesh (for 3D metrics).
+- ``synthetic_frames``: posed views of a synthetic scene in memory (for tests that publish themselves;
+  the end-to-end test replays a bag with ``gnesf-bag play`` instead).
 """
 from __future__ import annotations
 
@@ -110,9 +112,11 @@ class FramePublisher:
 class Probe:
     """Subscribes to the node's outputs in this process and keeps what arrives."""
 
-    def __init__(self, ns: str = "", renders: bool = True, name: str = "gnesf_test_probe", maps: bool = True):
+    def __init__(self, ns: str = "", renders: bool = True, name: str = "gnesf_test_probe", maps: bool = True,
+                 publish: bool = True):
         """Watches the node ``{ns}/gnesf_mapping``: its /diagnostics, its label images (``renders``)
-        and its mesh + occupancy grid (``maps``)."""
+        and its mesh + occupancy grid (``maps``). ``publish``: also create ``self.publisher``
+        (a FramePublisher on the camera topics) for tests that feed the node themselves."""
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from nav_msgs.msg import OccupancyGrid
@@ -128,17 +132,19 @@ class Probe:
         self.mesh = None
         self.occupancy = None
         self.label_stamps: list[float] = []
+        self.labels: list[tuple[int, str, int, int, str]] = []  # (stamp ns, frame_id, height, width, encoding)
         self.diag: dict[str, str] = {}
         self.diag_count = 0
         self.ns = ns
         sub = self.node.create_subscription
+        self._output_subs = []  # the node's own outputs (not /diagnostics, which others may publish)
         if maps:
-            sub(MarkerArray, f"{ns}/gnesf/semantic_mesh", self._set("mesh"), latched)
-            sub(OccupancyGrid, f"{ns}/gnesf/occupancy", self._set("occupancy"), latched)
+            self._output_subs += [sub(MarkerArray, f"{ns}/gnesf/semantic_mesh", self._set("mesh"), latched),
+                                  sub(OccupancyGrid, f"{ns}/gnesf/occupancy", self._set("occupancy"), latched)]
         if renders:
-            sub(Image, f"{ns}/gnesf/label_image", self._on_label, 100)
+            self._output_subs.append(sub(Image, f"{ns}/gnesf/label_image", self._on_label, 100))
         sub(DiagnosticArray, "/diagnostics", self._on_diag, 10)
-        self.publisher = FramePublisher(self.node, ns)
+        self.publisher = FramePublisher(self.node, ns) if publish else None
         self._executor = SingleThreadedExecutor()
         self._executor.add_node(self.node)
         self._thread = threading.Thread(target=self._executor.spin, daemon=True)
@@ -151,8 +157,11 @@ class Probe:
         return cb
 
     def _on_label(self, msg) -> None:
+        stamp = msg.header.stamp
         with self.lock:
-            self.label_stamps.append(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
+            self.label_stamps.append(stamp.sec + stamp.nanosec * 1e-9)
+            self.labels.append((stamp.sec * 10**9 + stamp.nanosec, msg.header.frame_id, msg.height, msg.width,
+                                msg.encoding))
 
     def _on_diag(self, msg) -> None:
         for status in msg.status:
@@ -178,6 +187,14 @@ class Probe:
         with self.lock:
             diag = dict(self.diag)
         raise AssertionError(f"timed out after {timeout} s waiting for {what}; last diagnostics: {diag}")
+
+    def wait_matched(self, timeout: float = 60.0, settle_s: float = 0.3) -> None:
+        """Wait until the node's output publishers are matched with this probe's subscriptions
+        (the node renders label images only while someone subscribes), then ``settle_s`` more so
+        the node's side of the match completes too."""
+        self.wait(lambda: all(s.get_publisher_count() > 0 for s in self._output_subs), timeout,
+                  "the node's output publishers")
+        time.sleep(settle_s)
 
     def total_drops(self) -> float:
         with self.lock:
@@ -229,8 +246,8 @@ def mesh_from_markers(msg, table):
 def synthetic_frames(seed: int, frames: int, stride: int, size: tuple[int, int]):
     """Every ``stride``-th view of a synthetic scene's camera path (gnesf_ros.data.synthetic),
     rendered at ``size`` with seeded sensor noise -> (frames, GT LabeledMesh). Each Frame's
-    ``labels`` and ``probs`` hold the GT class indices (what the player sends as the external
-    segmentation). Deterministic: the player process and the test get identical frames."""
+    ``labels`` and ``probs`` hold the GT class indices (what a test sends as the external
+    segmentation). Deterministic."""
     from gnesf_ros.classes import default_class_table
     from gnesf_ros.data.synthetic import build_scene, camera_path, default_intrinsics
     from gnesf_ros.types import Frame
@@ -245,40 +262,3 @@ def synthetic_frames(seed: int, frames: int, stride: int, size: tuple[int, int])
         out.append(Frame(stamp=float(i), rgb=rgb, K=K, T_world_cam=T, depth=depth, labels=labels, probs=labels,
                          index=i))
     return out, scene
-
-
-def play_main(argv: list[str]) -> int:
-    """play SEED HEIGHT WIDTH FRAMES STRIDE RATE_HZ START_S [LOOP_S]: publish synthetic_frames(...)
-    as a camera + localisation would; with LOOP_S, repeat (same stamps) for that many seconds."""
-    import rclpy
-
-    seed, h, w, n, stride = (int(a) for a in argv[:5])
-    rate, start = float(argv[5]), float(argv[6])
-    loop_s = float(argv[7]) if len(argv) > 7 else 0.0
-    frames, _ = synthetic_frames(seed, n, stride, (h, w))
-    rclpy.init()
-    node = rclpy.create_node("gnesf_test_player")
-    pub = FramePublisher(node)
-    pub.wait_for_subscribers()
-    t_end = time.monotonic() + loop_s
-    loops = 0
-    while True:
-        t0 = time.monotonic()
-        for i, f in enumerate(frames):
-            due = t0 + i / rate
-            time.sleep(max(0.0, due - time.monotonic()))
-            pub.publish(start + i / rate, f.rgb, f.depth, f.labels, f.K, f.T_world_cam)
-        loops += 1
-        if time.monotonic() >= t_end:
-            break
-    print(f"published {len(frames)} frames x {loops} loop(s)", flush=True)
-    time.sleep(0.5)
-    node.destroy_node()
-    rclpy.shutdown()
-    return 0
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["play"]:
-        sys.exit(play_main(sys.argv[2:]))
-    sys.exit(f"usage: {sys.argv[0]} play SEED HEIGHT WIDTH FRAMES STRIDE RATE_HZ START_S [LOOP_S]")

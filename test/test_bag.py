@@ -17,7 +17,8 @@ from gnesf_ros.cli.bag import main as bag_main
 from gnesf_ros.data import scannet
 from gnesf_ros.errors import DataError
 from gnesf_ros.geometry.tf_buffer import TransformBuffer, make_transform
-from gnesf_ros.ros.bag import DEFAULT_START_TIME_S, bag_summary, read_frames, write_bag
+from gnesf_ros.ros.bag import (DEFAULT_START_TIME_S, BagLayout, bag_summary, header_stamps_ns, read_frames,
+                               write_bag)
 from gnesf_ros.types import Frame
 
 H, W = 60, 80
@@ -259,3 +260,91 @@ def test_play_loop_at_rate_stops_on_sigint(tmp_path):
     published, wall, passes = int(m.group(1)), float(m.group(2)), int(m.group(3))
     assert passes >= 3 and published >= 13 * (passes - 1)
     assert passes <= wall / 0.1 + 2  # paced at 2x: a pass takes >= 0.1 s
+
+
+# ----------------------------------------------------------------------------- recorded segmentation (--labels)
+SEG_TOPIC = "/segmentation/probabilities"
+
+
+def make_labelled_frames(n: int = 3) -> list[Frame]:
+    frames = make_frames(n)
+    rng = np.random.default_rng(7)
+    for f in frames:
+        f.labels = rng.integers(0, 20, (H, W), dtype=np.uint8)
+        f.labels[:5, :7] = 255  # unknown
+    return frames
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_labels_round_trip_as_external_segmentation(tmp_path, storage):
+    from gnesf_ros.segmentation.base import segment_frames
+    from gnesf_ros.segmentation.external import ExternalSegmenter, probs_from_labels
+
+    frames = make_labelled_frames()
+    bag = tmp_path / "labels.bag"
+    summary = write_bag(frames, bag, storage=storage, labels=True)
+    assert summary.topics[SEG_TOPIC] == ("sensor_msgs/msg/Image", 3)
+    msgs = _raw_messages(bag)
+    for f, (t_col, col), (t_seg, seg) in zip(frames, msgs["/camera/color/image_raw"], msgs[SEG_TOPIC]):
+        assert t_seg == t_col and seg.header.stamp == col.header.stamp and seg.header.frame_id == col.header.frame_id
+        assert (seg.encoding, seg.height, seg.width, seg.step) == ("mono8", H, W, W)
+        np.testing.assert_array_equal(seg.data.reshape(H, W), f.labels)
+    stamps = [START_NS + round(i * 1e9 / 30) for i in range(3)]
+    assert header_stamps_ns(bag, SEG_TOPIC) == header_stamps_ns(bag, "/camera/color/image_raw") == stamps
+    with pytest.raises(DataError, match="no topic /nope"):
+        header_stamps_ns(bag, "/nope")
+    got = list(read_frames(bag))
+    assert len(got) == 3
+    for f, g in zip(frames, got):
+        assert g.labels is None  # segmenter output, not ground truth
+        np.testing.assert_array_equal(np.asarray(g.probs).reshape(H, W), f.labels)
+    # What gnesf-map --segmenter external computes from the bag: the label images' soft probabilities.
+    probs = segment_frames(ExternalSegmenter(label_confidence=0.9), got)
+    np.testing.assert_allclose(probs, np.stack([probs_from_labels(f.labels, 20, 0.9) for f in frames]), atol=1e-6)
+    # Resized frames keep the segmentation as recorded; the external segmenter resizes it (nearest).
+    (small, *_) = read_frames(bag, size=(30, 40))
+    assert small.rgb.shape == (30, 40, 3) and np.asarray(small.probs).reshape(H, W).shape == (H, W)
+    p = segment_frames(ExternalSegmenter(), [small])[0]
+    assert p.shape == (30, 40, 20)
+    half = frames[0].labels[::2, ::2]  # nearest neighbour at half size
+    known = half < 20
+    np.testing.assert_array_equal(p.argmax(-1)[known], half[known])
+    np.testing.assert_allclose(p[~known], 1 / 20, atol=1e-6)  # unknown (255): uniform
+
+
+def test_labels_missing_or_malformed_is_a_clear_error(tmp_path):
+    frames = make_labelled_frames()
+    frames[1].labels = None
+    with pytest.raises(DataError, match="no label images"):
+        write_bag(frames, tmp_path / "a", labels=True)
+    frames = make_labelled_frames()
+    frames[2].labels = frames[2].labels[:, :-1]
+    with pytest.raises(DataError, match="labels must be HxW uint8"):
+        write_bag(frames, tmp_path / "b", labels=True)
+    assert list(tmp_path.iterdir()) == []
+    write_bag(make_frames(1), tmp_path / "plain", labels=False)  # frames without labels: fine when not asked
+    assert SEG_TOPIC not in bag_summary(tmp_path / "plain").topics
+    assert next(read_frames(tmp_path / "plain")).probs is None
+
+
+def test_cli_convert_labels_of_a_scannet_scene(tmp_path, capsys):
+    from gnesf_ros.classes import default_class_table
+
+    frames = make_frames(3, seed=2)
+    nyu = np.random.default_rng(3).choice([0, 1, 2, 5, 39], (3, H, W)).astype(np.uint16)  # NYU40 ids, 0 unannotated
+    with scannet.ScanNetWriter(tmp_path / "scene0001_00", "scene0001_00", K, (H, W), K, (H, W)) as w:
+        for f, lab in zip(frames, nyu):
+            w.add(f.rgb, f.depth, f.T_world_cam, lab)
+    out = tmp_path / "scene.bag"
+    assert bag_main(["convert", str(tmp_path / "scene0001_00"), str(out), "--labels",
+                     "--labels-topic", "/seg/labels"]) == 0
+    assert "/seg/labels" in capsys.readouterr().out
+    lut = default_class_table().nyu40_to_index_lut()
+    got = list(read_frames(out, layout=BagLayout(segmentation_topic="/seg/labels")))
+    assert len(got) == 3
+    for lab, g in zip(nyu, got):
+        expected = lut[lab]  # 20-class indices, 255 for unannotated / unmapped
+        assert (expected == 255).any() and (expected < 20).any()
+        np.testing.assert_array_equal(np.asarray(g.probs).reshape(H, W), expected)
+    assert bag_main(["convert", str(tmp_path / "scene0001_00"), str(tmp_path / "nolabels")]) == 0
+    assert "/seg/labels" not in bag_summary(tmp_path / "nolabels").topics

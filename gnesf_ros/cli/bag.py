@@ -1,6 +1,7 @@
 """gnesf-bag: convert ScanNet scenes to ROS 2 bags, inspect and play them.
 
   gnesf-bag convert INPUT OUT [--format mcap|sqlite3] [--rate-hz 30 | --stamps-from-file] [--size WxH]
+                    [--labels [--labels-topic TOPIC]]
   gnesf-bag play BAG [--rate R] [--loop] [--clock] [--topics T ...]
   gnesf-bag info BAG
 """
@@ -11,6 +12,7 @@ import sys
 
 from gnesf_ros.cli.common import run_cli
 from gnesf_ros.errors import GnesfError
+from gnesf_ros.ros.bag import BagLayout
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -32,7 +34,8 @@ def _convert(args: argparse.Namespace) -> int:
     scene = open_scene(args.input, size=args.size, max_frames=args.max_frames, stride=args.stride)
     frames = tqdm(scene, total=len(scene), desc="convert", unit="frame", disable=not sys.stderr.isatty())
     summary = write_bag(frames, args.out, storage=args.format,
-                        rate_hz=None if args.stamps_from_file else args.rate_hz, start_time_s=args.start_time)
+                        rate_hz=None if args.stamps_from_file else args.rate_hz, start_time_s=args.start_time,
+                        layout=BagLayout(segmentation_topic=args.labels_topic), labels=args.labels)
     print(summary.format())
     return 0
 
@@ -68,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--size", type=_size, default=None, help="resize frames to WxH (default native colour size)")
     c.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     c.add_argument("--stride", type=int, default=1, help="use every Nth frame")
+    c.add_argument("--labels", action="store_true",
+                   help="also write the scene's label images (mono8 class indices, 255 unknown) on --labels-topic, "
+                        "stamped like the colour images: a recorded external segmenter")
+    c.add_argument("--labels-topic", default=BagLayout.segmentation_topic,
+                   help=f"topic of --labels (default {BagLayout.segmentation_topic}, the node's segmentation_topic)")
     c.set_defaults(func=_convert)
     pl = sub.add_parser("play", help="publish a bag over ROS 2 (rclpy)")
     pl.add_argument("bag")

@@ -8,7 +8,10 @@ Topics (see :class:`BagLayout`): colour image (rgb8), depth (16UC1 millimetres, 
 colour camera: same size, intrinsics and frame), camera_info, ``/tf`` (map -> camera_link per
 frame) and ``/tf_static`` (camera_link -> camera_color_optical_frame, the REP-103 optical
 rotation), so ``map -> camera_color_optical_frame`` at an image's stamp is the frame's
-``T_world_cam``.
+``T_world_cam``. Optionally (``labels=True``) the frames' label images (20-class indices, 255 =
+unknown) as mono8 on the segmentation topic, stamped and framed like the colour image: a recorded
+external segmenter that the node (``mapper.segmenter.backend: external``) and ``gnesf-map
+--segmenter external`` both consume.
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ class BagLayout:
     color_topic: str = "/camera/color/image_raw"
     depth_topic: str = "/camera/depth/image_rect_raw"
     info_topic: str = "/camera/color/camera_info"
+    segmentation_topic: str = "/segmentation/probabilities"  # the node's segmentation_topic default
     tf_topic: str = "/tf"
     tf_static_topic: str = "/tf_static"
     map_frame: str = "map"
@@ -90,9 +94,12 @@ class BagWriter:
 
     Use as a context manager; ``add(frame, stamp_ns)`` per frame. Reliable offered QoS everywhere
     (compatible with best-effort and reliable subscribers); /tf_static transient local.
+    ``labels``: also write each frame's ``labels`` (HxW uint8 class indices) as mono8 on
+    ``layout.segmentation_topic``.
     """
 
-    def __init__(self, path: str | Path, storage: str = "mcap", layout: BagLayout = BagLayout()) -> None:
+    def __init__(self, path: str | Path, storage: str = "mcap", layout: BagLayout = BagLayout(),
+                 labels: bool = False) -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         if storage not in STORAGES:
@@ -115,6 +122,10 @@ class BagWriter:
             "color": add(L.color_topic, "sensor_msgs/msg/Image", typestore=self.ts, offered_qos_profiles=[_qos(d)]),
             "depth": add(L.depth_topic, "sensor_msgs/msg/Image", typestore=self.ts, offered_qos_profiles=[_qos(d)]),
         }
+        self.labels = labels
+        if labels:
+            self._conn["segmentation"] = add(L.segmentation_topic, "sensor_msgs/msg/Image", typestore=self.ts,
+                                             offered_qos_profiles=[_qos(d)])
         self.num_frames = 0
         self._last_stamp = 0
 
@@ -159,7 +170,8 @@ class BagWriter:
     # ------------------------------------------------------------------ public
     def add(self, frame: Frame, stamp_ns: int) -> None:
         """Write one frame at ``stamp_ns`` (integer nanoseconds, > 0, increasing): /tf,
-        camera_info, colour, depth (if the frame has one). The first frame also writes /tf_static."""
+        camera_info, colour, depth (if the frame has one), segmentation (with ``labels``). The
+        first frame also writes /tf_static."""
         if not stamp_ns > self._last_stamp:
             raise DataError(f"frame stamps must increase: {stamp_ns * 1e-9:.9f} s after {self._last_stamp * 1e-9:.9f} s")
         if frame.rgb.dtype != np.uint8 or frame.rgb.ndim != 3 or frame.rgb.shape[2] != 3:
@@ -169,6 +181,8 @@ class BagWriter:
             split_transform(T_map_link)
         except TransformError as e:
             raise DataError(f"frame {frame.index}: invalid pose: {e}") from e
+        if self.labels:
+            self._check_labels(frame)
         self._last_stamp = ns = int(stamp_ns)
         L = self.layout
         TFMessage = self._t("tf2_msgs/msg/TFMessage")
@@ -183,7 +197,19 @@ class BagWriter:
                 raise DataError(f"frame {frame.index}: depth {frame.depth.shape} must match colour {frame.size} "
                                 "(registered depth)")
             self._write("depth", ns, self._image(ns, depth_to_mm(frame.depth), "16UC1"))
+        if self.labels:
+            self._write("segmentation", ns, self._image(ns, frame.labels, "mono8"))
         self.num_frames += 1
+
+    @staticmethod
+    def _check_labels(frame: Frame) -> None:
+        if frame.labels is None:
+            raise DataError(f"frame {frame.index}: no label images to write (the scene has no label-filt/ "
+                            "images); convert without --labels")
+        lab = frame.labels
+        if lab.dtype != np.uint8 or lab.shape != frame.size:
+            raise DataError(f"frame {frame.index}: labels must be HxW uint8 class indices of the colour size "
+                            f"{frame.size}, got {lab.dtype} {lab.shape}")
 
     def close(self) -> None:
         self._writer.close()
@@ -202,9 +228,11 @@ def depth_to_mm(depth_m: np.ndarray) -> np.ndarray:
 
 
 def write_bag(frames: Iterable[Frame], out: str | Path, storage: str = "mcap", rate_hz: float | None = 30.0,
-              start_time_s: float = DEFAULT_START_TIME_S, layout: BagLayout = BagLayout()) -> BagSummary:
+              start_time_s: float = DEFAULT_START_TIME_S, layout: BagLayout = BagLayout(),
+              labels: bool = False) -> BagSummary:
     """Write ``frames`` to a new bag at ``out``. Stamps: ``start_time_s + i / rate_hz`` for the i-th
     frame, or ``start_time_s + frame.stamp`` (the file's own times) when ``rate_hz`` is None.
+    ``labels``: also write ``frame.labels`` on the segmentation topic (every frame must have them).
     Written in a hidden sibling folder and moved at the end, so a failure leaves no bag."""
     out = Path(out)
     if out.exists():
@@ -217,7 +245,7 @@ def write_bag(frames: Iterable[Frame], out: str | Path, storage: str = "mcap", r
     # the final name inside a temporary parent, then move.
     tmp_parent = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        with BagWriter(tmp_parent / out.name, storage, layout) as w:
+        with BagWriter(tmp_parent / out.name, storage, layout, labels) as w:
             for i, frame in enumerate(frames):
                 offset = i * 1e9 / rate_hz if rate_hz is not None else float(frame.stamp) * 1e9
                 w.add(frame, start_ns + int(round(offset)))
@@ -270,16 +298,40 @@ def open_reader(path: str | Path):
     return reader
 
 
+def header_stamps_ns(path: str | Path, topic: str) -> list[int]:
+    """``header.stamp`` (integer nanoseconds) of every message on ``topic``, in bag order."""
+    ts = _typestore()
+    reader = open_reader(path)
+    try:
+        conns = [c for c in reader.connections if c.topic == topic]
+        if not conns:
+            raise DataError(f"{path}: no topic {topic}")
+        out = []
+        for conn, _, raw in reader.messages(connections=conns):
+            stamp = ts.deserialize_cdr(raw, conn.msgtype).header.stamp
+            out.append(stamp.sec * 10**9 + stamp.nanosec)
+        return out
+    finally:
+        reader.close()
+
+
 def read_frames(path: str | Path, size: tuple[int, int] | None = None, layout: BagLayout = BagLayout(),
                 tolerance_s: float = 0.0) -> Iterator[Frame]:
     """Frames of a bag: colour images (rgb8/bgr8/rgba8/bgra8/mono8) with the depth image (same
     size, registered) and camera_info of the same stamp, posed by TF ``map -> <image frame_id>``
     at the image stamp; resized to ``size`` (h, w) with K scaled when given. Images without a
-    pose (within ``tolerance_s``) or camera_info are skipped with a warning."""
+    pose (within ``tolerance_s``) or camera_info are skipped with a warning.
+
+    When the bag has the segmentation topic, its image of the same stamp becomes ``Frame.probs``
+    as sent (HxW class indices or HxWxC float scores, not resized: the external segmenter resizes
+    it, exactly as in the node). It is segmenter output, not ground truth: ``Frame.labels`` stays
+    None."""
     import cv2
 
+    from gnesf_ros.classes import default_class_table
     from gnesf_ros.geometry.camera import scale_intrinsics
     from gnesf_ros.ros import conversions as conv
+    from gnesf_ros.ros.inputs import InputRejected, segmentation_array
 
     ts = _typestore()
     reader = open_reader(path)
@@ -299,9 +351,11 @@ def read_frames(path: str | Path, size: tuple[int, int] | None = None, layout: B
                                      translation=(t.x, t.y, t.z), quaternion=(r.x, r.y, r.z, r.w), static=static)
                 except TransformError as e:
                     log.warning("%s: ignoring transform: %s", path, e)
-        img_conns = [by_topic[t] for t in (layout.color_topic, layout.depth_topic, layout.info_topic)
-                     if t in by_topic]
+        img_topics = (layout.color_topic, layout.depth_topic, layout.info_topic, layout.segmentation_topic)
+        img_conns = [by_topic[t] for t in img_topics if t in by_topic]
         has_depth = layout.depth_topic in by_topic
+        has_seg = layout.segmentation_topic in by_topic
+        num_classes = default_class_table().num_classes
         pending: dict[int, dict] = {}
         index = 0
         for conn, _, raw in reader.messages(connections=img_conns):
@@ -310,7 +364,8 @@ def read_frames(path: str | Path, size: tuple[int, int] | None = None, layout: B
             slot = pending.setdefault(key, {})
             slot[conn.topic] = msg
             if layout.color_topic not in slot or layout.info_topic not in slot or (
-                    has_depth and layout.depth_topic not in slot):
+                    has_depth and layout.depth_topic not in slot) or (
+                    has_seg and layout.segmentation_topic not in slot):
                 continue
             del pending[key]
             for old in [k for k in pending if k < key]:  # incomplete older frames never complete
@@ -325,6 +380,12 @@ def read_frames(path: str | Path, size: tuple[int, int] | None = None, layout: B
                 continue
             rgb = conv.image_to_rgb(color)
             depth = conv.image_to_depth_m(slot[layout.depth_topic]) if has_depth else None
+            probs = None
+            if has_seg:
+                try:
+                    probs = segmentation_array(slot[layout.segmentation_topic], num_classes)
+                except InputRejected as e:
+                    raise DataError(f"{path}: {layout.segmentation_topic} at {stamp:.6f}: {e}") from None
             K = np.asarray(info.k, np.float64).reshape(3, 3)
             if depth is not None and depth.shape != rgb.shape[:2]:
                 raise DataError(f"{path}: depth {depth.shape} and colour {rgb.shape[:2]} differ in size at "
@@ -335,7 +396,7 @@ def read_frames(path: str | Path, size: tuple[int, int] | None = None, layout: B
                 rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
                 if depth is not None:
                     depth = cv2.resize(depth, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
-            yield Frame(stamp=stamp, rgb=rgb, K=K, T_world_cam=T, depth=depth, index=index)
+            yield Frame(stamp=stamp, rgb=rgb, K=K, T_world_cam=T, depth=depth, probs=probs, index=index)
             index += 1
     finally:
         reader.close()
