@@ -56,7 +56,7 @@ class SegmenterConfig:
 
 @dataclass
 class ModelConfig:
-    weights: str = "models/gnesf_synthetic.pt"
+    weights: str = "models/gnesf_synthetic.pt"  # GNeSF weights (.pt; relative: package data) for modes rgb and rgbd
     voting: str = "prob_vis"  # direct | logit | prob | prob_vis
     voxel_size_m: float = 0.04  # finest level
     volume_size_vox: int = 96  # fragment cube edge at the finest level
@@ -64,7 +64,9 @@ class ModelConfig:
     max_depth_m: float = 3.0  # frusta depth used to place the fragment cube
     min_views: int = 2  # a voxel needs this many views to be evaluated
     occ_threshold: float = 0.5  # pruning: keep voxels with occupancy probability above this
-    occ_band_vox: tuple = (2.0, 1.0, 1.5)  # occupancy target |sdf| < band (voxels of the level), coarse->fine
+    # The surface band of the predicted SDF; 0 = prune by occupancy alone (NeuralRecon).
+    fine_keep_tsdf_band: float = 0.0  # > 0: also output finest voxels with predicted |TSDF| (truncation units) below this
+    occ_band_vox: tuple = (3.0, 2.0, 1.5)  # occupancy target |sdf| < band (voxels of the level), coarse->fine
     feat_channels: tuple = (32, 24, 16)  # 2D features per level (strides 16, 8, 4), coarse->fine
     geo_channels: tuple = (32, 24, 16)  # 3D channels per level (16 cm dense, 8 cm dense, 4 cm sparse)
     sparse_convs: int = 2  # residual submanifold convs at the finest level
@@ -73,11 +75,11 @@ class ModelConfig:
     vis_samples: int = 32  # SDF samples per (view, voxel) segment for the visibility test
     vis_near_m: float = 0.05  # visibility walk starts this far in front of the camera
     render_samples: int = 128  # uniform samples per rendered ray
-    render_near_m: float = 0.1
-    render_far_m: float = 4.0
+    render_near_m: float = 0.1  # near bound of rendered rays (m)
+    render_far_m: float = 4.0  # far bound of rendered rays (m)
     render_tau_vox: float = 0.5  # sigmoid sharpness of the SDF rendering weights (finest voxels)
     threads: int = 2  # torch CPU threads for inference (0 = leave torch's setting)
-    device: str = "cpu"
+    device: str = "cpu"  # torch device of the GNeSF model (cpu | cuda)
 
 
 @dataclass
@@ -97,11 +99,17 @@ class GnesfTrainConfig:
     width: int = 320
     rays: int = 512  # rays per held-out view and step
     oracle_miou: float = 65.0  # noisy 2D probabilities (percent mIoU) used as S_i
+    occ_pos_weight: float = 1.5  # occupancy BCE weight of positives (NeuralRecon: 1.5)
+    occ_balance_max: tuple = (0.0, 0.0, 0.0)  # per level, coarse->fine: > 0 = class-balanced positive weight
+    # #neg/#pos capped at this value (coarse levels only prune, so recall matters there); 0 = occ_pos_weight
+    tsdf_everywhere: bool = False  # TSDF L1 on every known voxel (True) or on occupied ones only (NeuralRecon)
     save_every: int = 50
-    log_every: int = 10
+    log_every: int = 10  # steps between pruning checks without teacher forcing (crec/cprec in the log)
     seed: int = 0
     threads: int = 2  # torch threads of the optimiser process
     workers: int = 1  # data processes rendering windows ahead (0 = render in the training process)
+    window_pool: int = 1  # recently rendered windows kept for re-use (rendering costs ~1-2 s a window)
+    window_repeats: int = 1  # training steps drawn (at random from the pool) per newly rendered window
 
 
 @dataclass
@@ -134,9 +142,9 @@ class EvalConfig:
 
 @dataclass
 class MapperConfig:
-    mode: str = "rgb"  # rgb (learned geometry) | rgbd (depth TSDF geometry + GNeSF semantics)
-    device: str = "cpu"
-    threads: int = 2
+    mode: str = "rgb"  # rgb (learned geometry) | rgbd (depth TSDF + GNeSF semantics) | baseline_bayesian | baseline_average
+    device: str = "cpu"  # torch device of the learned parts (cpu | cuda)
+    threads: int = 2  # torch CPU threads of the mapper
     camera: CameraConfig = field(default_factory=CameraConfig)
     keyframe: KeyframeConfig = field(default_factory=KeyframeConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
@@ -198,5 +206,32 @@ def field_help(cls: type) -> dict[str, str]:
             for m in map(pattern.match, inspect.getsource(cls).splitlines()) if m}
 
 
+def default_yaml(cfg: Any | None = None, indent: int = 0) -> str:
+    """config/default.yaml: the MapperConfig defaults with each field's comment (regenerate with
+    ``python -m gnesf_ros.config > config/default.yaml``; a test checks the file is current)."""
+    if cfg is None:
+        head = ("# Defaults of gnesf_ros, generated from gnesf_ros/config.py (python -m gnesf_ros.config).\n"
+                "# Copy it and change what you need: gnesf-map --config FILE, or the node's mapper_config.\n"
+                "# Units are in the names (_m metres, _deg degrees, _vox voxels, _hz hertz).\n")
+        return head + default_yaml(MapperConfig(), 0)
+    lines, helps, pad = [], field_help(type(cfg)), " " * indent
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{pad}{f.name}:")
+            lines.append(default_yaml(value, indent + 2).rstrip("\n"))
+            continue
+        if isinstance(value, tuple):
+            value = list(value)
+        text = yaml.safe_dump({f.name: value}, default_flow_style=True, width=1000).strip()[1:-1]
+        comment = f"  # {helps[f.name]}" if f.name in helps else ""
+        lines.append(f"{pad}{text}{comment}")
+    return "\n".join(lines) + "\n"
+
+
 def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
+
+
+if __name__ == "__main__":
+    print(default_yaml(), end="")

@@ -3,21 +3,18 @@
 Every parameter is declared once from this table with its description and, for numbers, a range.
 Node settings carry their help text in the field metadata below; core settings
 (``mapper.<section>.<field>``, e.g. ``mapper.map.voxel_size_m``) take theirs from the comment
-on the field in gnesf_ros/config.py (``MAPPER_HELP`` fills the few fields without one) and their
-ranges from ``MAPPER_RANGES``. ``config/mapping.yaml`` mirrors the defaults
+on the field in gnesf_ros/config.py (``config.field_help``) and their ranges from ``MAPPER_RANGES``. ``config/mapping.yaml`` mirrors the defaults
 (``mapping_yaml()`` writes it; test/test_node_params.py checks it).
 """
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import yaml
 
-from gnesf_ros.config import ConfigError, MapperConfig, _apply
+from gnesf_ros.config import ConfigError, MapperConfig, _apply, field_help
 
 NODE_NAME = "gnesf_mapping"
 
@@ -60,19 +57,6 @@ class NodeConfig:
     mapper_config: str = _p("", "Optional core YAML (config/default.yaml format) applied under the mapper.* parameters that differ from their defaults.")
 
 
-# Help for core fields that carry no comment in gnesf_ros/config.py.
-MAPPER_HELP = {
-    "mapper.model.weights": "GNeSF weights file (.pt; relative: package data) for mapper.mode rgb and rgbd.",
-    "mapper.device": "Torch device of the learned model (cpu | cuda).",
-    "mapper.threads": "Torch CPU threads of the mapper.",
-    "mapper.segmenter.input_width": "Segmenter network input width (px).",
-    "mapper.segmenter.oracle_seed": "Seed of the noisy oracle segmenter (experiments only; not usable from topics).",
-    "mapper.model.render_near_m": "Near bound of rendered rays (m).",
-    "mapper.model.render_far_m": "Far bound of rendered rays (m).",
-    "mapper.model.device": "Torch device of the GNeSF model (cpu | cuda).",
-    "mapper.map.max_ray_m": "Depth integration: ignore depth beyond this (m).",
-}
-
 # Ranges of the numeric core settings (inclusive); ROS rejects values outside them.
 MAPPER_RANGES: dict[str, tuple[float, float]] = {
     "mapper.threads": (0, 256),
@@ -86,7 +70,7 @@ MAPPER_RANGES: dict[str, tuple[float, float]] = {
     "mapper.segmenter.external_label_confidence": (0.0, 1.0),
     "mapper.model.voxel_size_m": (0.001, 1.0), "mapper.model.volume_size_vox": (8, 1024),
     "mapper.model.trunc_vox": (0.5, 100.0), "mapper.model.max_depth_m": (0.1, 100.0),
-    "mapper.model.min_views": (1, 1000), "mapper.model.occ_threshold": (0.0, 1.0),
+    "mapper.model.min_views": (1, 1000), "mapper.model.fine_keep_tsdf_band": (0.0, 1.0), "mapper.model.occ_threshold": (0.0, 1.0),
     "mapper.model.sparse_convs": (0, 100), "mapper.model.max_fine_voxels": (1, 100_000_000),
     "mapper.model.vote_hidden": (1, 4096), "mapper.model.vis_samples": (1, 4096),
     "mapper.model.vis_near_m": (0.0, 10.0), "mapper.model.render_samples": (1, 4096),
@@ -99,19 +83,6 @@ MAPPER_RANGES: dict[str, tuple[float, float]] = {
     "mapper.map.occupied_sdf_vox": (0.0, 100.0), "mapper.map.min_ray_m": (0.0, 100.0),
     "mapper.map.max_ray_m": (0.0, 1000.0), "mapper.map.alloc_pixel_stride": (1, 64),
 }
-
-_COMMENT = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+?)\s*$")
-
-
-def _field_comments(cls: type) -> dict[str, str]:
-    """Field name -> the trailing ``# comment`` of its line in the dataclass source."""
-    out = {}
-    for line in inspect.getsource(cls).splitlines():
-        m = _COMMENT.match(line)
-        if m:
-            out[m.group(1)] = m.group(2)
-    return out
-
 
 def iter_fields(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any, dataclasses.Field, type]]:
     """Yield (dotted name, value, field, owning dataclass) for every leaf of a nested config."""
@@ -145,12 +116,8 @@ def parameter_table() -> list[Param]:
     rows = [Param(n, _ros_value(v), f.metadata.get("help", ""), f.metadata.get("range"),
                   tuple(f.metadata.get("choices", ())))
             for n, v, f, _ in iter_fields(NodeConfig())]
-    comments: dict[type, dict[str, str]] = {}
     for n, v, f, owner in iter_fields(MapperConfig(), "mapper."):
-        if owner not in comments:
-            comments[owner] = _field_comments(owner)
-        help_text = MAPPER_HELP.get(n) or comments[owner].get(f.name, "")
-        rows.append(Param(n, _ros_value(v), help_text, MAPPER_RANGES.get(n)))
+        rows.append(Param(n, _ros_value(v), field_help(owner).get(f.name, ""), MAPPER_RANGES.get(n)))
     return rows
 
 
@@ -208,7 +175,7 @@ def mapping_yaml() -> str:
     return head + body
 
 
-__all__ = ["NodeConfig", "Param", "parameter_table", "build_configs", "mapping_yaml", "MAPPER_HELP",
+__all__ = ["NodeConfig", "Param", "parameter_table", "build_configs", "mapping_yaml",
            "MAPPER_RANGES", "NODE_NAME"]
 
 if __name__ == "__main__":
