@@ -102,7 +102,7 @@ class GnesfTrainConfig:
     occ_pos_weight: float = 1.5  # occupancy BCE weight of positives (NeuralRecon: 1.5)
     occ_balance_max: tuple = (0.0, 0.0, 0.0)  # per level, coarse->fine: > 0 = class-balanced positive weight
     # #neg/#pos capped at this value (coarse levels only prune, so recall matters there); 0 = occ_pos_weight
-    tsdf_everywhere: bool = False  # TSDF L1 on every known voxel (True) or on occupied ones only (NeuralRecon)
+    tsdf_everywhere: bool = False  # TSDF L1 also over the other known voxels (own mean term); False: occupied only
     save_every: int = 50
     log_every: int = 10  # steps between pruning checks without teacher forcing (crec/cprec in the log)
     seed: int = 0

@@ -93,7 +93,8 @@ class GeometryOutput:
 
 class GeometryNet(nn.Module):
     def __init__(self, feat_channels=(32, 24, 16), channels=(32, 24, 16), occ_threshold: float = 0.5,
-                 min_views: int = 2, sparse_convs: int = 2, max_fine_voxels: int = 400_000):
+                 min_views: int = 2, sparse_convs: int = 2, max_fine_voxels: int = 400_000,
+                 fine_keep_tsdf_band: float = 0.0):
         super().__init__()
         c0, c1, c2 = channels
         f0, f1, f2 = feat_channels
@@ -105,6 +106,7 @@ class GeometryNet(nn.Module):
         self.occ_threshold = occ_threshold
         self.min_views = min_views
         self.max_fine_voxels = max_fine_voxels
+        self.fine_keep_tsdf_band = fine_keep_tsdf_band  # > 0: finest voxels with |tsdf| below it are kept too
         self.timings: dict[str, float] = {}  # ms of the last forward: back-projection ("volume")
 
     def _volume(self, *args):
@@ -179,6 +181,8 @@ class GeometryNet(nn.Module):
         feats = self.net2(x, KernelMap(coords))
         tsdf, occ = self.heads[2](feats)
         keep = torch.sigmoid(occ) > self.occ_threshold
+        if self.fine_keep_tsdf_band > 0:  # the predicted TSDF band itself marks the surface region
+            keep = keep | (tsdf.detach().abs() < self.fine_keep_tsdf_band)
         if gt_occ is not None:
             keep = keep | gt_occ(pts, 2)
         act = torch.ones_like(keep)

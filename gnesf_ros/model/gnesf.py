@@ -93,7 +93,8 @@ class GNeSF(nn.Module):
         self.num_classes = num_classes
         fc, gc = tuple(cfg.feat_channels), tuple(cfg.geo_channels)
         self.features = FeatureFPN(out_channels=fc)
-        self.geometry = GeometryNet(fc, gc, cfg.occ_threshold, cfg.min_views, cfg.sparse_convs, cfg.max_fine_voxels)
+        self.geometry = GeometryNet(fc, gc, cfg.occ_threshold, cfg.min_views, cfg.sparse_convs, cfg.max_fine_voxels,
+                                    cfg.fine_keep_tsdf_band)
         view_c = fc[2] + 3 + num_classes
         self.voters = nn.ModuleDict({m: VoteScorer(view_c, gc[2], cfg.vote_hidden) for m in VARIANTS if m != "direct"})
         self.direct = DirectHead(gc[2], num_classes)

@@ -1,6 +1,8 @@
 """Per-voxel prediction heads: TSDF + occupancy (geometry) and the direct class head (ablation).
 
-GeometryHead: features M x C -> (tsdf M in [-1, 1] units of the level's truncation, occupancy logit M).
+GeometryHead: features M x C -> (tsdf M in units of the level's truncation, occupancy logit M); the TSDF
+is the raw linear output while training (NeuralRecon: a tanh here saturated at +1 and stopped learning)
+and clamped to [-1, 1] in eval mode.
 DirectHead: geometry encoding M x C -> class logits M x num_classes (the paper's "direct" baseline).
 """
 from __future__ import annotations
@@ -10,7 +12,7 @@ from torch import nn
 
 
 class GeometryHead(nn.Module):
-    """Single linear layers as in NeuralRecon: tanh TSDF (truncation units) and occupancy logit."""
+    """Single linear layers as in NeuralRecon: TSDF (truncation units, clamped in eval) and occupancy logit."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -21,7 +23,8 @@ class GeometryHead(nn.Module):
         nn.init.constant_(self.occ.bias, -2.0)
 
     def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.tanh(self.tsdf(feats))[:, 0], self.occ(feats)[:, 0]
+        tsdf = self.tsdf(feats)[:, 0]
+        return (tsdf if self.training else tsdf.clamp(-1.0, 1.0)), self.occ(feats)[:, 0]
 
 
 class DirectHead(nn.Module):

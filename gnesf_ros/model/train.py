@@ -59,6 +59,9 @@ def load_train_config(path: str | Path | None) -> GnesfTrainConfig:
     _apply(cfg, data, "")
     cfg.model.feat_channels, cfg.model.geo_channels = tuple(cfg.model.feat_channels), tuple(cfg.model.geo_channels)
     cfg.model.occ_band_vox = tuple(cfg.model.occ_band_vox)
+    cfg.occ_balance_max = tuple(cfg.occ_balance_max)
+    if len(cfg.occ_balance_max) != 3 or len(cfg.model.occ_band_vox) != 3:
+        raise ConfigError("occ_balance_max and model.occ_band_vox need one value per level (3)")
     return cfg
 
 
@@ -87,7 +90,9 @@ class TrainStep(nn.Module):
         out, total = {}, 0.0
         for lvl, level in enumerate(enc.geo.levels):
             t_tsdf, t_occ = self._level_targets(targets, level.points, lvl)
-            occ, l1 = geometry_loss(level.tsdf, level.occ_logit, t_tsdf, t_occ, level.active)
+            occ, l1 = geometry_loss(level.tsdf, level.occ_logit, t_tsdf, t_occ, level.active,
+                                    self.cfg.occ_pos_weight, self.cfg.occ_balance_max[lvl],
+                                    self.cfg.tsdf_everywhere)
             out[f"occ{lvl}"], out[f"tsdf{lvl}"] = occ.detach(), l1.detach()
             with torch.no_grad():  # how the network's own pruning would do (the union hides it)
                 pred = level.active & (torch.sigmoid(level.occ_logit) > self.model.cfg.occ_threshold)
@@ -96,6 +101,43 @@ class TrainStep(nn.Module):
                 out[f"prec{lvl}"] = (pred & gt).sum() / pred.sum().clamp(min=1)
             total = total + occ + l1
         out["loss"] = total
+        return out
+
+    @torch.no_grad()
+    def pruning_check(self, win: Window) -> dict[str, float]:
+        """The network's own coarse-to-fine pruning (no teacher forcing), as at inference: per level,
+        crec = share of the true near-surface voxels among the evaluated ones that survive, cprec =
+        share of the kept voxels that are truly near the surface; fine_surface_rec = share of the
+        cube's true surface voxels (|sdf| < 1 finest voxel) kept at the finest level, i.e. the recall
+        of the whole pruning chain (voxels seen by < min_views views count as missed)."""
+        m = self.model
+        modes = [mod.training for mod in m.modules()]
+        m.eval()
+        views = Views.from_arrays(win.rgb, win.probs, win.K, win.T)
+        targets = TsdfTargets(win.depth_d, win.K_d, win.T_d)
+        enc = m.encode(views)
+        for mod, mode in zip(m.modules(), modes):
+            mod.training = mode
+        out = {}
+        for lvl, level in enumerate(enc.geo.levels):
+            gt = level.active & self._level_targets(targets, level.points, lvl)[1]
+            out[f"crec{lvl}"] = float((level.keep & gt).sum() / gt.sum().clamp(min=1))
+            out[f"cprec{lvl}"] = float((level.keep & gt).sum() / level.keep.sum().clamp(min=1))
+        # finest voxels near the true surface: children of level-1 voxels within one of their
+        # voxels of it (a child within 1 finest voxel always has such a parent)
+        l1, vs = enc.geo.levels[1], m.cfg.voxel_size_m
+        sdf1, known1 = targets(l1.points, m.trunc_m(1))
+        parents = l1.coords[known1 & (sdf1.abs() < FACTOR * vs)]
+        child = torch.tensor([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+        cand = (parents[:, None] * FACTOR + child[None]).view(-1, 3)
+        sdf, known = targets((cand.to(torch.float32) + 0.5) * vs, m.trunc_m(2))
+        surf = cand[known & (sdf.abs() < vs)]
+        fine = enc.geo.levels[2]
+        rows = VoxelHash(surf).lookup(fine.coords[fine.keep])
+        kept = torch.zeros(len(surf), dtype=torch.bool)
+        kept[rows[rows >= 0]] = True
+        out["fine_surface_rec"] = float(kept.sum()) / max(len(surf), 1)
+        out["fine_kept"] = float(fine.keep.sum())
         return out
 
     # -- phase 2
@@ -163,9 +205,15 @@ class _WindowStream(torch.utils.data.IterableDataset):
         from gnesf_ros.model.data import WindowSampler  # open3d + scene generator: only where windows are made
 
         info = torch.utils.data.get_worker_info()
-        sampler = WindowSampler(self.cfg, rank=self.seed_offset + (info.id if info else 0), scene_source=self.scene_source)
-        while True:
-            yield sampler.sample()
+        rank = self.seed_offset + (info.id if info else 0)
+        sampler = WindowSampler(self.cfg, rank=rank, scene_source=self.scene_source)
+        rng = np.random.default_rng(rank)
+        pool: list = []
+        while True:  # each new window is followed by window_repeats draws from the recent pool
+            pool = (pool + [sampler.sample()])[-max(1, self.cfg.window_pool):]
+            yield pool[-1]
+            for _ in range(self.cfg.window_repeats - 1):
+                yield pool[int(rng.integers(len(pool)))]
 
 
 def _identity(x):
@@ -228,7 +276,10 @@ def train(cfg: GnesfTrainConfig, out: str | Path, resume: bool = False, scene_so
         log.info("resumed from step %d", start)
     stream = iter(torch.utils.data.DataLoader(
         _WindowStream(cfg, 101 * rank + 7919 * start, scene_source), batch_size=None, collate_fn=_identity,
-        num_workers=cfg.workers, prefetch_factor=2 if cfg.workers else None))
+        num_workers=cfg.workers, prefetch_factor=2 if cfg.workers else None,
+        # spawn, not fork: a worker forked after torch has run (e.g. after loading the --resume
+        # state) can hang on the parent's OpenMP state
+        multiprocessing_context="spawn" if cfg.workers else None))
     geo_steps = int(round(cfg.steps * cfg.geometry_fraction))
     step_fn, ddp, opt, phase = TrainStep(model, cfg), None, None, None
     bar = tqdm(total=cfg.steps, initial=start, disable=rank != 0, desc="gnesf-train")
@@ -249,6 +300,9 @@ def train(cfg: GnesfTrainConfig, out: str | Path, resume: bool = False, scene_so
         losses["loss"].backward()
         opt.step()
         rec = {"step": step + 1, "phase": phase, **{k: round(float(v.detach()), 5) for k, v in losses.items()}}
+        if rank == 0 and phase == "geometry" and cfg.log_every > 0 and (step + 1) % cfg.log_every == 0:
+            rec.update({k: round(v, 4) for k, v in step_fn.pruning_check(win).items()})
+            log.info("step %d pruning check: %s", step + 1, {k: v for k, v in rec.items() if k[:1] in "cf"})
         history.append(rec)
         bar.update(1)
         bar.set_postfix(phase=phase[:3], loss=f"{rec['loss']:.3f}")
