@@ -142,7 +142,7 @@ class EvalConfig:
 
 @dataclass
 class MapperConfig:
-    mode: str = "rgb"  # rgb (learned geometry) | rgbd (depth TSDF + GNeSF semantics) | baseline_bayesian | baseline_average
+    mode: str = "rgbd"  # rgbd (depth TSDF + GNeSF voting) | rgb (learned geometry; weak weights, see models/) | baseline_bayesian | baseline_average
     device: str = "cpu"  # torch device of the learned parts (cpu | cuda)
     threads: int = 2  # torch CPU threads of the mapper
     camera: CameraConfig = field(default_factory=CameraConfig)

@@ -2,7 +2,7 @@
 # The main job on built-in default data: synthetic ScanNet-format scene -> map -> metrics + pictures.
 set -euo pipefail
 VENV=${1:-.venv}; SCENE_ROOT=${2:-data/demo_scene}; OUT=${3:-out/demo}
-SEED=${DEMO_SEED:-2000}; FRAMES=${DEMO_FRAMES:-300}; MODE=${DEMO_MODE:-rgb}
+SEED=${DEMO_SEED:-2000}; FRAMES=${DEMO_FRAMES:-300}; MODE=${DEMO_MODE:-rgbd}
 BIN="$VENV/bin"
 SCENE="$SCENE_ROOT/scene$(printf %04d "$SEED")_00"
 mkdir -p "$OUT"
