@@ -252,8 +252,15 @@ def test_play_loop_at_rate_stops_on_sigint(tmp_path):
     with ros_domain() as env:
         player = spawn_python("import sys; from gnesf_ros.cli.bag import main; sys.exit(main())", env,
                               args=["play", str(tmp_path / "b"), "--loop", "--rate", "2.0"])
-        time.sleep(3.0)  # start-up (~1 s) + passes of 0.1 s each
-        out, err = stop(player)
+        # Start-up can take many seconds on a busy machine or a fresh venv (bytecode compilation):
+        # signal only once the player says it is playing, then let it run a few passes.
+        started = time.monotonic()
+        first = player.stderr.readline()
+        while "playing" not in first and first and time.monotonic() - started < 120:
+            first = player.stderr.readline()
+        assert "playing" in first, first
+        time.sleep(2.0)  # passes of 0.1 s each
+        out, err = stop(player, timeout=30)
     assert player.returncode == 0, err[-2000:]
     m = re.search(r"published (\d+) messages in ([\d.]+) s \((\d+) pass", out)
     assert m, out + err

@@ -87,6 +87,7 @@ def play(path: str | Path, rate: float = 1.0, loop: bool = False, clock: bool = 
         _wait_for_subscribers(list(pubs.values()), wait_for_subscribers_s, stop)
         if delay_s > 0:
             stop.wait(delay_s)
+        log.info("playing %s at %.2fx%s", path, rate, " (looping)" if loop else "")
         t_wall0 = time.monotonic()
         while not stop.is_set():
             t_bag0, t_start = None, time.monotonic()
