@@ -41,10 +41,18 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _play(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
     from gnesf_ros.ros.bag_play import play
 
+    # SIGINT/SIGTERM end playback cleanly through the stop event (rclpy's own handlers stay off).
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     stats = play(args.bag, rate=args.rate, loop=args.loop, clock=args.clock, clock_hz=args.clock_hz,
-                 topics=args.topics, delay_s=args.delay, wait_for_subscribers_s=args.wait_for_subscribers)
+                 topics=args.topics, delay_s=args.delay, wait_for_subscribers_s=args.wait_for_subscribers,
+                 stop=stop, handle_signals=False)
     total = sum(stats.published.values())
     print(f"published {total} messages in {stats.wall_s:.2f} s ({stats.loops} pass(es)): "
           + ", ".join(f"{t} {n}" for t, n in sorted(stats.published.items())))

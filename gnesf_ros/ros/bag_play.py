@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import rclpy
+from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from gnesf_ros.errors import DataError
@@ -60,10 +61,13 @@ def qos_from_bag(profiles) -> QoSProfile:
 
 def play(path: str | Path, rate: float = 1.0, loop: bool = False, clock: bool = False, clock_hz: float = 40.0,
          topics: list[str] | None = None, delay_s: float = 0.0, wait_for_subscribers_s: float = 0.0,
-         stop: threading.Event | None = None, node_name: str = "gnesf_bag_player") -> PlayStats:
+         stop: threading.Event | None = None, node_name: str = "gnesf_bag_player",
+         handle_signals: bool = True) -> PlayStats:
     """Publish the bag's messages in log-time order. ``wait_for_subscribers_s``: before playing,
     wait up to this long until every topic has a matched subscriber (for tests and scripted runs);
-    ``delay_s``: then sleep this long. ``stop``: set it to end playback early (also Ctrl-C)."""
+    ``delay_s``: then sleep this long. ``stop``: set it to end playback early (also Ctrl-C).
+    ``handle_signals``: let rclpy install its SIGINT handler (off when the caller sets ``stop``
+    from its own signal handlers, as gnesf-bag does)."""
     if not rate > 0:
         raise DataError(f"playback rate must be > 0, got {rate}")
     stop = stop or threading.Event()
@@ -71,7 +75,7 @@ def play(path: str | Path, rate: float = 1.0, loop: bool = False, clock: bool = 
     reader = open_reader(path)
     t_wall0 = None
     ctx = rclpy.Context()
-    rclpy.init(context=ctx)
+    rclpy.init(context=ctx, signal_handler_options=None if handle_signals else SignalHandlerOptions.NO)
     try:
         node = rclpy.create_node(node_name, context=ctx)
         conns = [c for c in reader.connections if not topics or c.topic in topics]
