@@ -72,6 +72,16 @@ class SegmenterBase:
         return self.predict(np.stack([as_rgb_image(f.rgb, f"frame {f.index}") for f in frames]))
 
 
+def stack_per_frame(frames: list[Frame], segment_one) -> np.ndarray:
+    """``segment_one(frame) -> HxWxC`` for each frame, stacked to N x H x W x C (one size for all)."""
+    if not frames:
+        raise DataError("segment_frames: no frames given")
+    out = [segment_one(f) for f in frames]
+    if len({p.shape for p in out}) != 1:
+        raise DataError("segment_frames: frames differ in size; resize them first")
+    return np.stack(out)
+
+
 def segment_frames(segmenter: Segmenter, frames: list[Frame]) -> np.ndarray:
     """Class probabilities for a list of same-sized frames: N x H x W x C float32 (sum 1 per pixel).
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from gnesf_ros.classes import ClassTable
 from gnesf_ros.errors import DataError, ModelError
-from gnesf_ros.segmentation.base import SegmenterBase, normalize_probs
+from gnesf_ros.segmentation.base import SegmenterBase, normalize_probs, stack_per_frame
 
 
 def probs_from_labels(labels: np.ndarray, num_classes: int, confidence: float = 0.9) -> np.ndarray:
@@ -93,14 +93,10 @@ class ExternalSegmenter(SegmenterBase):
         return probs
 
     def predict_frames(self, frames) -> np.ndarray:
-        if not frames:
-            raise DataError("segment_frames: no frames given")
-        out = []
-        for f in frames:
+        def one(f):
             if f.probs is None:
                 raise DataError(f"external segmenter: frame {f.index} (stamp {f.stamp:.3f}) has no probabilities; "
                                 "the segmentation producer must fill frame.probs")
-            out.append(self.convert(f.probs, f.size))
-        if len({p.shape for p in out}) != 1:
-            raise DataError("segment_frames: frames differ in size; resize them first")
-        return np.stack(out)
+            return self.convert(f.probs, f.size)
+
+        return stack_per_frame(frames, one)

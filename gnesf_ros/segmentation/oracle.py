@@ -36,7 +36,7 @@ import numpy as np
 
 from gnesf_ros.classes import IGNORE, ClassTable
 from gnesf_ros.errors import DataError, ModelError
-from gnesf_ros.segmentation.base import SegmenterBase
+from gnesf_ros.segmentation.base import SegmenterBase, stack_per_frame
 
 log = logging.getLogger(__name__)
 
@@ -122,17 +122,13 @@ class NoisyOracleSegmenter(SegmenterBase):
                          "segment_frames(oracle, frames) with frames that carry .labels")
 
     def predict_frames(self, frames) -> np.ndarray:
-        if not frames:
-            raise DataError("segment_frames: no frames given")
-        out = []
-        for f in frames:
+        def one(f):
             if f.labels is None:
                 raise DataError(f"oracle segmenter: frame {f.index} has no ground-truth labels "
                                 "(use a scene with label images, or another segmenter backend)")
-            out.append(self.predict_labels(f.labels, f.index, depth=f.depth, K=f.K, T_world_cam=f.T_world_cam))
-        if len({p.shape for p in out}) != 1:
-            raise DataError("segment_frames: frames differ in size; resize them first")
-        return np.stack(out)
+            return self.predict_labels(f.labels, f.index, depth=f.depth, K=f.K, T_world_cam=f.T_world_cam)
+
+        return stack_per_frame(frames, one)
 
     def predict_labels(self, labels: np.ndarray, frame_index: int = 0, depth: np.ndarray | None = None,
                        K: np.ndarray | None = None, T_world_cam: np.ndarray | None = None) -> np.ndarray:
