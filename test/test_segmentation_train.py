@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gnesf_ros.cli.train import main as train_main
-from gnesf_ros.cli.train import parse_size
+from gnesf_ros.cli.common import size_arg
 from gnesf_ros.segmentation.mask2former import Mask2FormerSegmenter
 from gnesf_ros.segmentation.train import STATE_FILE, SegmenterTrainConfig, train_segmenter
 
@@ -39,4 +39,4 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         train_main(["segmenter", "--size", "240"])
     with pytest.raises(SystemExit):
         train_main([])
-    assert parse_size("320x240") == (240, 320)
+    assert size_arg(32)("320x240") == (240, 320)

@@ -10,19 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gnesf_ros.cli.common import run_cli
+from gnesf_ros.cli.common import run_cli, size_arg
 from gnesf_ros.errors import GnesfError
 from gnesf_ros.ros.bag import BagLayout
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be WxH, e.g. 320x240, got '{text}'") from None
-    if w < 1 or h < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, got '{text}'")
-    return h, w
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -76,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--rate-hz", type=float, default=30.0, help="stamps at this rate (default 30 Hz, ScanNet's)")
     c.add_argument("--stamps-from-file", action="store_true", help="use the scene's own frame times instead")
     c.add_argument("--start-time", type=float, default=1_600_000_000.0, help="stamp of the first frame (s)")
-    c.add_argument("--size", type=_size, default=None, help="resize frames to WxH (default native colour size)")
+    c.add_argument("--size", type=size_arg(1), default=None, help="resize frames to WxH (default native colour size)")
     c.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     c.add_argument("--stride", type=int, default=1, help="use every Nth frame")
     c.add_argument("--labels", action="store_true",

@@ -16,6 +16,21 @@ def setup_logging(verbose: bool = False) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
+def size_arg(min_px: int = 1) -> Callable[[str], tuple[int, int]]:
+    """argparse type for 'WxH' (width first, e.g. 640x480) -> (height, width), each >= ``min_px``."""
+
+    def parse(text: str) -> tuple[int, int]:
+        try:
+            w, h = (int(v) for v in text.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
+        if w < min_px or h < min_px:
+            raise argparse.ArgumentTypeError(f"image size must be at least {min_px}x{min_px}, got {text!r}")
+        return h, w
+
+    return parse
+
+
 def run_cli(main: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser,
             argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run ``main``; GnesfError/OSError -> one readable line on stderr and exit 2."""

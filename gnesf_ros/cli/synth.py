@@ -6,20 +6,9 @@ import time
 
 from tqdm import tqdm
 
-from gnesf_ros.cli.common import run_cli
+from gnesf_ros.cli.common import run_cli, size_arg
 from gnesf_ros.data.synthetic import SEED_RANGES, generate_scene
 from gnesf_ros.errors import GnesfError
-
-
-def _size(text: str) -> tuple[int, int]:
-    """'WxH' -> (height, width)."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
-    if w < 8 or h < 8:
-        raise argparse.ArgumentTypeError(f"image size must be at least 8x8, got {text!r}")
-    return h, w
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=300, help="frames at 30 Hz (default 300)")
     p.add_argument("--out", required=True, help="output folder (the scene folder goes inside)")
     p.add_argument("--rooms", type=int, default=1, help="rooms connected by doorways (default 1)")
-    p.add_argument("--size", type=_size, default=(480, 640), help="colour image WxH (default 640x480)")
+    p.add_argument("--size", type=size_arg(8), default=(480, 640), help="colour image WxH (default 640x480)")
     return p
 
 

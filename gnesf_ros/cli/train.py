@@ -11,19 +11,8 @@ import argparse
 import json
 from collections.abc import Sequence
 
-from gnesf_ros.cli.common import run_cli
+from gnesf_ros.cli.common import run_cli, size_arg
 from gnesf_ros.config import ConfigError
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'WxH' (e.g. 320x240, width first like gnesf-synth) -> (height, width)."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 320x240 (width x height), got '{text}'") from None
-    if w < 32 or h < 32:
-        raise argparse.ArgumentTypeError(f"size {text} is too small (>= 32x32)")
-    return h, w
 
 
 def _run_segmenter(args: argparse.Namespace) -> int:
@@ -49,7 +38,7 @@ def _add_segmenter(sub) -> None:
                                    "(train seeds); checkpoints every --save-every steps; --resume continues.")
     p.add_argument("--out", default="models/segmenter", help="checkpoint directory (default: %(default)s)")
     p.add_argument("--steps", type=int, default=1200, help="total optimiser steps (default: %(default)s)")
-    p.add_argument("--size", type=parse_size, default=(240, 320), help="training image size WxH (default: 320x240)")
+    p.add_argument("--size", type=size_arg(32), default=(240, 320), help="training image size WxH (default: 320x240)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--save-every", type=int, default=100, help="checkpoint period in steps")

@@ -12,21 +12,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from gnesf_ros.cli.common import run_cli
+from gnesf_ros.cli.common import run_cli, size_arg
 from gnesf_ros.errors import DataError
 
 log = logging.getLogger("gnesf_ros.view")
-
-
-def _size(text: str) -> tuple[int, int]:
-    """'WxH' -> (h, w)."""
-    try:
-        w, h = (int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 320x240, got {text!r}") from None
-    if w <= 0 or h <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return h, w
 
 
 def _vector(text: str) -> tuple[float, float, float]:
@@ -46,12 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("scene", type=Path, help="ScanNet exported folder or .sens file")
     s.add_argument("--out", type=Path, required=True, help="output PNG")
     s.add_argument("--frames", type=int, default=6, help="number of frames, spread over the scan")
-    s.add_argument("--size", type=_size, default=(240, 320), help="panel size WxH (default 320x240)")
+    s.add_argument("--size", type=size_arg(1), default=(240, 320), help="panel size WxH (default 320x240)")
     m = sub.add_parser("mesh", help="top-down + perspective render of a labeled mesh PLY")
     m.add_argument("mesh", type=Path, help="PLY mesh with a per-vertex NYU40 'label' property")
     m.add_argument("--out", type=Path, required=True, help="output PNG")
     m.add_argument("--up", type=_vector, default=(0.0, 0.0, 1.0), help="gravity-up axis (default 0,0,1)")
-    m.add_argument("--size", type=_size, default=(480, 640), help="size of each view WxH (default 640x480)")
+    m.add_argument("--size", type=size_arg(1), default=(480, 640), help="size of each view WxH (default 640x480)")
     m.add_argument("--cut", type=float, default=2.0,
                    help="cut away surfaces this many metres above the floor (ceilings); <= 0 keeps all")
     m.add_argument("--color", choices=("labels", "colors"), default="labels",
