@@ -273,17 +273,24 @@ def _shell(bld: so.Builder, room: Room, rng):
                             skip=("-y", "-z"))
 
 
+def _free_span(wall: Wall, width: float, margin: float, rng, tries: int = 20) -> float | None:
+    """Start u0 (m along the wall) of a span of ``width`` at least ``margin`` from the wall's ends and
+    0.3 m from its other openings; None when ``tries`` random draws find no room."""
+    for _ in range(tries):
+        u0 = rng.uniform(margin, wall.length - margin - width)
+        if all(u0 + width < o.u0 - 0.3 or u0 > o.u1 + 0.3 for o in wall.openings):
+            return u0
+    return None
+
+
 def _window(bld: so.Builder, room: Room, wall: Wall, rng) -> bool:
     width = rng.uniform(0.8, min(2.2, wall.length - 1.0))
     if width < 0.6:
         return False
     sill = rng.uniform(0.7, 1.0)
     top = min(room.height - 0.25, sill + rng.uniform(1.0, 1.5))
-    for _ in range(20):
-        u0 = rng.uniform(0.4, wall.length - 0.4 - width)
-        if all(u0 + width < o.u0 - 0.3 or u0 > o.u1 + 0.3 for o in wall.openings):
-            break
-    else:
+    u0 = _free_span(wall, width, 0.4, rng)
+    if u0 is None:
         return False
     u1 = u0 + width
     wall.openings.append(Opening(u0, u1, sill, top, "window"))
@@ -328,11 +335,8 @@ def _curtains(bld: so.Builder, room: Room, wall: Wall, op: Opening, rng):
 
 def _closed_door(bld: so.Builder, room: Room, wall: Wall, rng) -> bool:
     width = rng.uniform(0.8, 0.95)
-    for _ in range(20):
-        u0 = rng.uniform(0.25, wall.length - 0.25 - width)
-        if all(u0 + width < o.u0 - 0.3 or u0 > o.u1 + 0.3 for o in wall.openings):
-            break
-    else:
+    u0 = _free_span(wall, width, 0.25, rng)
+    if u0 is None:
         return False
     h = rng.uniform(2.0, 2.1)
     T = _wall_T(wall, u0 + width / 2, 0.0, 0.0)
