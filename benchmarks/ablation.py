@@ -9,7 +9,7 @@ shipped Mask2Former is too weak to be a useful reference here). Runs, all throug
 - segmenter alone: 2D = the oracle's own argmax at the held-out views; 3D = its reference pipeline,
   depth TSDF + running average of the oracle's probabilities (mode ``baseline_average``);
 - rgb mode (learned geometry) with voting ``direct``, ``logit``, ``prob``, ``prob_vis``;
-- rgbd mode (depth TSDF geometry + GNeSF ``prob_vis`` voting).
+- rgbd mode (depth TSDF geometry + GNeSF voting ``logit``, ``prob``, ``prob_vis``).
 
 2D mIoU: labels rendered from the fused map (raycast of its mesh) at the held-out views, one confusion
 matrix over all scenes, pixels the map leaves unknown count as wrong (coverage = share of labelled
@@ -55,6 +55,9 @@ RUNS = (  # (row name, mapper mode, voting variant)
     ("logit", "rgb", "logit"),
     ("prob", "rgb", "prob"),
     ("prob+visibility", "rgb", "prob_vis"),
+    # the voting variants again on depth geometry: their order without the learned geometry's errors
+    ("rgbd: depth geometry + logit", "rgbd", "logit"),
+    ("rgbd: depth geometry + prob", "rgbd", "prob"),
     ("rgbd: depth geometry + prob+visibility", "rgbd", "prob_vis"),
 )
 
@@ -65,6 +68,7 @@ class StatsRecorder:
     def __init__(self, model):
         self.model = model
         self.timings: list[dict] = []
+        self.vote_counts: dict[str, int] = {}  # summed over vote_semantics calls
 
     def predict_fragment(self, fragment, probs, variant=None):
         result = self.model.predict_fragment(fragment, probs, variant)
@@ -75,6 +79,8 @@ class StatsRecorder:
         t0 = time.perf_counter()
         out = self.model.vote_semantics(*args, **kwargs)
         self.timings.append(dict(self.model.timings, total=1e3 * (time.perf_counter() - t0)))
+        for k, v in self.model.vote_counts.items():
+            self.vote_counts[k] = self.vote_counts.get(k, 0) + v
         return out
 
 
@@ -144,7 +150,11 @@ def run_mapper(scene: dict, mode: str, variant: str | None, model, oracle) -> tu
     busy = time.perf_counter() - t0
     mesh = mapper.map.extract_mesh()
     renders = [mapper.map.render(scene["poses"][i], scene["K"], SIZE)[0] for i in scene["held"]]
-    return mesh, renders, (rec.timings if rec else []), busy, mapper.timing_summary()
+    stages = mapper.timing_summary()
+    if rec is not None and rec.vote_counts:  # rgbd: how the surface voxels got their labels
+        total = max(sum(rec.vote_counts.values()), 1)
+        stages["vote_shares"] = {k: v / total for k, v in rec.vote_counts.items()}
+    return mesh, renders, (rec.timings if rec else []), busy, stages
 
 
 def percentiles(timings: list[dict]) -> dict:

@@ -4,6 +4,8 @@ Stages: features2d (2D FPN), volume (back-projection + mean/var, all levels), ne
 pruning, kernel maps), visibility, voting, total. ``--pruning gt`` keeps exactly the ground-truth
 near-surface voxels (TSDF fused from the window's depth) at every level, i.e. the voxel counts a
 well-trained model produces (the time of that look-up is subtracted); ``--pruning model`` uses the model's own occupancy (needs --weights).
+``--pruning depth`` times rgbd mode instead: ``GNeSF.vote_semantics`` on the voxels of the window's
+depth TSDF within ``model.vote_band_vox`` of the surface (what the Mapper passes it).
 
     .venv/bin/python benchmarks/model_speed.py [--weights models/gnesf_synthetic.pt] [--threads 2]
     .venv/bin/python benchmarks/model_speed.py --save-window /tmp/w.npz   # then --window /tmp/w.npz elsewhere
@@ -25,6 +27,7 @@ from gnesf_ros.config import ModelConfig
 from gnesf_ros.model.geometry_net import FACTOR
 from gnesf_ros.model.gnesf import GNeSF, Views
 from gnesf_ros.model.targets import TsdfTargets
+from gnesf_ros.types import Fragment, Frame
 
 STAGES = ("features2d", "volume", "net3d", "visibility", "voting", "total")
 
@@ -38,13 +41,14 @@ def load_window(path: str | None, seed: int) -> dict:
 
     cfg = GnesfTrainConfig(train_seed_start=seed, train_seed_count=1)
     w = WindowSampler(cfg).sample()
-    return {"rgb": w.rgb, "probs": w.probs, "K": w.K, "T": w.T, "depth_d": w.depth_d, "K_d": w.K_d, "T_d": w.T_d}
+    return {"rgb": w.rgb, "probs": w.probs, "K": w.K, "T": w.T, "depth": w.depth, "depth_d": w.depth_d, "K_d": w.K_d,
+            "T_d": w.T_d}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default=None)
-    ap.add_argument("--pruning", choices=("gt", "model"), default=None, help="default: model with --weights, else gt")
+    ap.add_argument("--pruning", choices=("gt", "model", "depth"), default=None, help="default: model with --weights, else gt")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--seed", type=int, default=2000, help="synthetic test scene seed")
@@ -73,24 +77,10 @@ def main() -> None:
             gt_ms[0] += 1e3 * (time.perf_counter() - t)
             return (known & (sdf.abs() < cfg.occ_band_vox[lvl] * vs)).to(pts.device)
 
-    rows, counts = [], {}
-    for _ in range(args.repeats + 1):  # first run warms up
-        with torch.no_grad():
-            gt_ms[0] = 0.0
-            t0 = time.perf_counter()
-            views = Views.from_arrays(win["rgb"], win["probs"], win["K"], win["T"], args.device)
-            enc = model.encode(views, gt_occ)
-            fine = enc.geo.levels[2]
-            keep = torch.nonzero(fine.keep)[:, 0]
-            model.semantics(views, fine, keep, enc.sdf, "prob_vis")
-            if args.device != "cpu":
-                torch.cuda.synchronize()
-            r = dict(model.timings, total=1e3 * (time.perf_counter() - t0) - gt_ms[0])
-            r["net3d"] -= gt_ms[0]
-            rows.append(r)
-        counts = {"level0_kept": int(enc.geo.levels[0].keep.sum()), "level1_kept": int(enc.geo.levels[1].keep.sum()),
-                  "fine_evaluated": int(fine.coords.shape[0]), "fine_output": int(keep.numel())}
-    rows = rows[1:]
+    if pruning == "depth":
+        rows, counts = time_rgbd(model, win, args.repeats, args.device)
+    else:
+        rows, counts = time_rgb(model, win, args.repeats, args.device, gt_occ, gt_ms)
     stats = {s: {"p50": float(np.percentile([r.get(s, 0) for r in rows], 50)),
                  "p95": float(np.percentile([r.get(s, 0) for r in rows], 95))} for s in STAGES}
     info = {"device": args.device, "threads": args.threads, "cpu": platform.processor() or platform.machine(),
@@ -103,6 +93,51 @@ def main() -> None:
         print(f"| {s} | {stats[s]['p50']:.0f} | {stats[s]['p95']:.0f} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"info": info, "stages_ms": stats, "runs": rows}, indent=1))
+
+
+def time_rgb(model: GNeSF, win: dict, repeats: int, device: str, gt_occ, gt_ms: list) -> tuple[list, dict]:
+    """predict_fragment's stages (encode + prob_vis semantics) per run."""
+    rows, counts = [], {}
+    for _ in range(repeats + 1):  # first run warms up
+        with torch.no_grad():
+            gt_ms[0] = 0.0
+            t0 = time.perf_counter()
+            views = Views.from_arrays(win["rgb"], win["probs"], win["K"], win["T"], device)
+            enc = model.encode(views, gt_occ)
+            fine = enc.geo.levels[2]
+            keep = torch.nonzero(fine.keep)[:, 0]
+            model.semantics(views, fine, keep, enc.sdf, "prob_vis")
+            if device != "cpu":
+                torch.cuda.synchronize()
+            r = dict(model.timings, total=1e3 * (time.perf_counter() - t0) - gt_ms[0])
+            r["net3d"] -= gt_ms[0]
+            rows.append(r)
+        counts = {"level0_kept": int(enc.geo.levels[0].keep.sum()), "level1_kept": int(enc.geo.levels[1].keep.sum()),
+                  "fine_evaluated": int(fine.coords.shape[0]), "fine_output": int(keep.numel())}
+    return rows[1:], counts
+
+
+def time_rgbd(model: GNeSF, win: dict, repeats: int, device: str) -> tuple[list, dict]:
+    """vote_semantics on the window's depth-TSDF voxels near the surface, per run."""
+    cfg = model.cfg
+    views = Views.from_arrays(win["rgb"], win["probs"], win["K"], win["T"])
+    origin = model.place(views)
+    d, vs = cfg.volume_size_vox, cfg.voxel_size_m
+    coords = origin + torch.stack(torch.meshgrid(*[torch.arange(d)] * 3, indexing="ij"), -1).view(-1, 3)
+    sdf, known = TsdfTargets(win["depth_d"], win["K_d"], win["T_d"])((coords.float() + 0.5) * vs, cfg.trunc_vox * vs)
+    near = known & (sdf.abs() <= cfg.vote_band_vox * vs)
+    coords, sdf = coords[near].numpy().astype(np.int32), sdf[near].numpy()
+    frames = [Frame(float(i), rgb, K, T, depth=d)
+              for i, (rgb, K, T, d) in enumerate(zip(win["rgb"], win["K"], win["T"], win["depth"]))]
+    fragment = Fragment(frames, voxel_size=vs)
+    rows = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        model.vote_semantics(fragment, win["probs"], coords, sdf, vs, "prob_vis")
+        if device != "cpu":
+            torch.cuda.synchronize()
+        rows.append(dict(model.timings, total=1e3 * (time.perf_counter() - t0)))
+    return rows[1:], {"surface_voxels": int(len(coords))}
 
 
 if __name__ == "__main__":

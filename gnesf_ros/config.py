@@ -73,7 +73,9 @@ class ModelConfig:
     max_fine_voxels: int = 400000  # cap on finest-level voxels (most occupied parents win)
     vote_hidden: int = 32  # voting MLP width
     vis_samples: int = 32  # SDF samples per (view, voxel) segment for the visibility test
+    vote_band_vox: float = 2.0  # rgbd: voting runs on the depth-map voxels with |sdf| <= this (voxels); they carry the surface labels
     vis_near_m: float = 0.05  # visibility walk starts this far in front of the camera
+    rgbd_visibility: str = "depth"  # rgbd prob_vis occlusion test: depth (z-test against the frames' depth maps) | sdf (walk the fused SDF)
     render_samples: int = 128  # uniform samples per rendered ray
     render_near_m: float = 0.1  # near bound of rendered rays (m)
     render_far_m: float = 4.0  # far bound of rendered rays (m)
@@ -103,6 +105,9 @@ class GnesfTrainConfig:
     occ_balance_max: tuple = (0.0, 0.0, 0.0)  # per level, coarse->fine: > 0 = class-balanced positive weight
     # #neg/#pos capped at this value (coarse levels only prune, so recall matters there); 0 = occ_pos_weight
     tsdf_everywhere: bool = False  # TSDF L1 also over the other known voxels (own mean term); False: occupied only
+    # Phase 2 renders the held-out rays and walks visibility on this surface. depth: the TSDF fused
+    # from the window's depth maps (the voters learn which views see the true surface; what rgbd mode feeds them).
+    semantic_surface: str = "learned"  # learned (the predicted SDF) | depth (the window's depth TSDF)
     save_every: int = 50
     log_every: int = 10  # steps between pruning checks without teacher forcing (crec/cprec in the log)
     seed: int = 0

@@ -71,7 +71,7 @@ class Mapper:
         self._integrated: list[Frame] = []  # keyframes of the last window (already depth-integrated)
         self._size: tuple[int, int] | None = None
         self.counters = {"frames": 0, "keyframes": 0, "fragments": 0, "skipped_bad_pose": 0,
-                         "skipped_size_mismatch": 0, "skipped_empty_fragment": 0}
+                         "skipped_size_mismatch": 0, "skipped_empty_fragment": 0, "vote_voxels": 0, "vote_unseen": 0}
         # Bounded: a long-running node must not grow with time (the last 1000 fragments).
         self.timings: deque[dict] = deque(maxlen=1000)
 
@@ -107,6 +107,13 @@ class Mapper:
                                      self.cfg.device)
         return self._model
 
+    def load_models(self) -> None:
+        """Load the segmenter and (modes rgb / rgbd) the GNeSF weights now rather than on the first
+        fragment: a missing file fails at start and the first fragment is not delayed by loading."""
+        self.segmenter  # noqa: B018
+        if self.cfg.mode in ("rgb", "rgbd"):
+            self.model  # noqa: B018
+
     # -- frames ----------------------------------------------------------------------------
     def add_frame(self, frame: Frame) -> MapUpdate | None:
         """Feed one posed frame (any rate); returns a MapUpdate when a fragment was mapped."""
@@ -126,6 +133,11 @@ class Mapper:
         self.counters["keyframes"] += 1
         fragment = self._builder.push(frame)
         return self._process(fragment) if fragment is not None else None
+
+    @property
+    def pending_keyframes(self) -> int:
+        """Keyframes waiting for their fragment window to fill (mapped by ``flush``)."""
+        return self._builder.pending
 
     def flush(self) -> MapUpdate | None:
         """Map the incomplete last window (end of a stream)."""
@@ -164,10 +176,13 @@ class Mapper:
             self._integrated = list(fragment.frames)  # held, so overlap frames are found by identity
             t = lap("integrate", t)
             if mode == "rgbd":
-                coords, sdf = self.map.voxels_near_surface(fragment.bounds)
+                band = self.cfg.model.vote_band_vox * self.map.voxel_size
+                coords, sdf = self.map.voxels_near_surface(fragment.bounds, band_m=band)
                 if len(coords):
                     cls, sem_w = self.model.vote_semantics(fragment, probs, coords, sdf, self.map.voxel_size)
                     t = lap("model", t)
+                    self.counters["vote_voxels"] += len(coords)
+                    self.counters["vote_unseen"] += int((sem_w == 0).sum())  # no view saw them unoccluded
                     self._integrate(FragmentResult(coords, sdf, cls, np.zeros(len(coords), np.float32),
                                                    self.map.voxel_size, sem_weight=sem_w), camera, fragment)
                     t = lap("integrate_semantics", t)

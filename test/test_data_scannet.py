@@ -271,3 +271,15 @@ def test_synthetic_scene_reads_identically_through_both_readers(tmp_path):
         assert np.abs(fa.rgb.astype(int) - fb.rgb.astype(int)).max() <= 2
         assert fa.labels is not None
         np.testing.assert_array_equal(fa.labels, fb.labels)
+
+
+def test_parent_folder_with_one_scene_opens_it_and_with_two_names_them(scene, tmp_path):
+    scene_dir, _ = scene
+    parent = tmp_path / "scans"
+    shutil.copytree(scene_dir, parent / "scene0001_00")
+    (parent / "notes").mkdir()  # not a scene: ignored
+    src = open_scene(parent)
+    assert src.scene_name == "scene0001_00" and len(list(src)) == N_FRAMES - 1
+    shutil.copytree(scene_dir, parent / "scene0002_00")
+    with pytest.raises(DataError, match=r"holds 2 scenes \(scene0001_00, scene0002_00\); pass one"):
+        open_scene(parent)

@@ -115,15 +115,48 @@ def test_vote_semantics_on_given_geometry(window):
     probs, weight = model.vote_semantics(frag, win.probs, coords, sdf_m, 0.08, variant="prob")
     assert probs.shape == (len(coords), 20) and np.allclose(probs.sum(1), 1, atol=1e-4)
     assert weight[-1] == 0.0 and np.allclose(probs[-1], 1 / 20)
-    # without visibility, a voxel gets a vote iff it lies in the fragment cube and >= 2 views see it
-    local = coords - model.place(views).numpy()
-    inside = ((local >= 0) & (local < TINY.volume_size_vox)).all(1)
+    # without visibility: the network votes on voxels in the cube (centred on the given voxels) seen by
+    # >= 2 views; the others seen by any view get the plain mean of those views' probabilities
+    origin = model._place_on(torch.as_tensor(coords[:-1], dtype=torch.long)).numpy()
+    inside = ((coords - origin >= 0) & (coords - origin < TINY.volume_size_vox)).all(1)
     uv, z = project(torch.tensor((coords + 0.5) * 0.08, dtype=torch.float32), views.K, views.T_world_cam)
-    _, seen = sample_views(views.images, uv, z, views.size)
-    expected = inside & (seen.sum(0).numpy() >= 2)
-    assert expected.sum() > 50 and np.array_equal(weight > 0, expected)
+    p_views, seen = sample_views(views.probs, uv, z, views.size)
+    n_seen = seen.sum(0).numpy()
+    assert np.array_equal(weight > 0, n_seen >= 1)
+    voted = inside & (n_seen >= 2)
+    assert voted.sum() > 50 and model.vote_counts == {"voted": int(voted.sum()), "averaged": int((~voted & (n_seen >= 1)).sum()),
+                                                      "unseen": int((n_seen == 0).sum())}
+    averaged = np.flatnonzero(~voted & (n_seen >= 1))
+    assert len(averaged) > 0
+    mean = (p_views * seen[..., None]).sum(0) / seen.sum(0).clamp(min=1)[:, None]
+    assert np.allclose(probs[averaged], mean.numpy()[averaged] / mean.numpy()[averaged].sum(1, keepdims=True), atol=1e-5)
+    model.cfg.rgbd_visibility = "sdf"
     _, weight_vis = model.vote_semantics(frag, win.probs, coords, sdf_m, 0.08, variant="prob_vis")
     assert (weight_vis <= weight).all()
+    # frames with depth (rgbd_visibility "depth", the default): a z-test against the depth maps; on true
+    # geometry it agrees with the SDF walk on most (view, voxel) pairs, and both find occlusions
+    from gnesf_ros.model.data import box_room
+    from gnesf_ros.model.fields import SdfField
+    from gnesf_ros.model.visibility import visible_from, visible_in_depth
+
+    scene = box_room(0)  # the window's scene (train_seed_count 1)
+    frames = [dataclasses.replace(f, depth=scene.render(f.T_world_cam, f.K, f.size)[1]) for f in frag.frames]
+    model.cfg.rgbd_visibility = "depth"
+    _, weight_depth = model.vote_semantics(Fragment(frames, voxel_size=0.08), win.probs, coords, sdf_m, 0.08,
+                                           variant="prob_vis")
+    assert (weight_depth <= weight).all()
+    band = (known & (sdf.abs() < 0.24)).numpy()  # the whole truncation band: the walk needs the negative side
+    band &= ((grid - model.place(views).numpy() >= 0) & (grid - model.place(views).numpy() < TINY.volume_size_vox)).all(1)
+    c = torch.as_tensor(grid[band], dtype=torch.long)
+    pts = (c.float() + 0.5) * 0.08
+    field = SdfField.from_voxels(c, sdf[band], model.place(views), TINY.volume_size_vox, 0.08, 0.24)
+    walk = visible_from(views.centres, pts, field, samples=64)
+    uv, z = project(pts, views.K, views.T_world_cam)
+    _, in_image = sample_views(views.images, uv, z, views.size)
+    depth = torch.tensor(np.stack([f.depth for f in frames]))[:, None]
+    ztest = visible_in_depth(depth, uv, z, views.size, 0.24)
+    assert (~walk & in_image).sum() > 20 and (~ztest & in_image).sum() > 20
+    assert (walk == ztest)[in_image].float().mean() > 0.9
 
 
 def test_nothing_occupied_gives_an_empty_result(window):

@@ -100,3 +100,26 @@ def test_resume_with_a_data_worker(tmp_path, capsys):
         proc = subprocess.run(base + extra, cwd=root, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr[-2000:]
     assert torch.load(str(out) + ".state.pt", weights_only=False)["step"] == 2
+
+
+def test_semantic_phase_on_the_depth_surface():
+    """semantic_surface=depth: rays and visibility use the window's depth TSDF, which the finest voxels read."""
+    from gnesf_ros.model.gnesf import Views
+    from gnesf_ros.model.targets import TsdfTargets
+
+    step, win = _step(0.0)
+    step.cfg.semantic_surface = "depth"
+    m = step.model
+    views = Views.from_arrays(win.rgb, win.probs, win.K, win.T)
+    targets = TsdfTargets(win.depth_d, win.K_d, win.T_d)
+    with torch.no_grad():
+        enc = m.encode(views, gt_occ=lambda p, lvl: step._level_targets(targets, p, lvl)[1])
+    field = step.depth_field(enc, targets)
+    fine = enc.geo.levels[2]
+    sdf, known = targets(fine.points, m.trunc_m(2))
+    assert known.any() and (sdf[known] < 0).any() and (sdf[known] > 0).any()  # the true surface is inside
+    assert torch.allclose(field(fine.points[known]), sdf[known], atol=1e-5)
+    out = step(win, "semantics")
+    out["loss"].backward()
+    assert all(p.grad is not None for p in m.voters.parameters())
+    assert 0.0 <= float(out["acc_prob"]) <= 1.0 and float(out["sem_prob"]) > 0

@@ -82,3 +82,34 @@ def test_rays_without_a_surface_are_invalid():
     w, valid = sdf_weights(s, t, tau=0.05, trunc=0.1)
     assert valid.tolist() == [False, True]
     assert float(w[0].sum()) == 0.0
+
+
+def test_sdf_field_from_voxels_reads_given_values_and_free_elsewhere():
+    origin = torch.tensor([10, -4, 0])
+    coords = torch.tensor([[12, -3, 1], [13, -3, 1]])
+    field = SdfField.from_voxels(coords, torch.tensor([-0.5, 0.03]), origin, 8, VS, TRUNC)
+    centres = (coords.float() + 0.5) * VS
+    assert torch.allclose(field(centres), torch.tensor([-TRUNC, 0.03]))  # clamped to -trunc
+    assert abs(float(field(torch.tensor([[(10 + 6.5) * VS, (-4 + 6.5) * VS, 6.5 * VS]]))) - TRUNC) < 1e-7
+    halfway = (centres[0] + centres[1]) / 2  # trilinear between the two voxels
+    assert abs(float(field(halfway[None])) - (-TRUNC + 0.03) / 2) < 1e-6
+    background = torch.full((8, 8, 8), -0.01)
+    field = SdfField.from_voxels(coords, torch.tensor([0.02, 0.03]), origin, 8, VS, TRUNC, background)
+    assert abs(float(field(torch.tensor([[(10 + 0.5) * VS, (-4 + 0.5) * VS, 0.5 * VS]]))) + 0.01) < 1e-7
+    assert abs(float(field(centres[:1])) - 0.02) < 1e-7
+
+
+def test_depth_z_test_occludes_points_behind_the_measured_surface():
+    from gnesf_ros.model.visibility import visible_in_depth
+    from gnesf_ros.model.volume import project
+
+    h, w = 6, 8
+    K = torch.tensor([[[4.0, 0, 3.5], [0, 4.0, 2.5], [0, 0, 1]]])
+    T = torch.eye(4)[None]  # camera at the origin looking along +z
+    depth = torch.full((1, 1, h, w), 2.0)
+    depth[0, 0, :, 6:] = 0.0  # no measurement in the two right-most columns
+    pts = torch.tensor([[0.0, 0.0, 1.9], [0.0, 0.0, 2.1], [0.0, 0.0, 2.5],  # centre column: d = 2 m
+                        [1.25, 0.0, 2.5]])  # projects to u = 5.5 -> pixel 6 (no depth)
+    uv, z = project(pts, K, T)
+    vis = visible_in_depth(depth, uv, z, (h, w), tol=0.12)
+    assert vis.tolist() == [[True, True, False, True]]

@@ -83,9 +83,11 @@ def test_bad_inputs_are_counted_and_the_node_keeps_mapping(tmp_path):
         rclpy.init()
         node = node_ignore = probe = probe_ignore = None
         try:
-            node = start_node(env, overrides(save_map_path=str(save_path)), tmp_path, "reset")
-            node_ignore = start_node(env, overrides(on_time_jump="ignore"), tmp_path, "ignore",
-                                     ("-r", "__ns:=/ignore"))
+            node = start_node(env, overrides(save_map_path=str(save_path), idle_flush_s=0.0), tmp_path, "reset")
+            # windows of 100 keyframes never fill here: this node maps only through its idle flush
+            node_ignore = start_node(env, overrides(on_time_jump="ignore", idle_flush_s=0.3,
+                                                    **{"mapper.keyframe.fragment_size": 100}),
+                                     tmp_path, "ignore", ("-r", "__ns:=/ignore"))
             probe = Probe(renders=False)
             probe_ignore = Probe(ns="/ignore", renders=False, name="gnesf_test_probe_ignore")
             probe.publisher.wait_for_subscribers(60)
@@ -158,6 +160,22 @@ def test_bad_inputs_are_counted_and_the_node_keeps_mapping(tmp_path):
             assert probe_ignore.value("time_jump_resets") == 0
             feed_ignore.t += 200.0
             feed_ignore.good()
+            probe_ignore.wait(lambda: probe_ignore.value("flushes") >= 1 and probe_ignore.value("pending_keyframes", 1) == 0,
+                              10, "the idle flush of the unfinished window")
+            assert probe_ignore.value("mapper_fragments") >= 1 and probe_ignore.value("map_blocks") >= 1
+
+            # gnesf/flush maps the keyframes of the unfinished window (idle_flush_s is 0 on this node).
+            for _ in range(8):
+                if probe.value("pending_keyframes") >= 1:
+                    break
+                feed.good()
+            assert probe.value("pending_keyframes") >= 1
+            fragments = probe.value("mapper_fragments")
+            assert probe.value("flushes") == 0
+            assert probe.call("gnesf/flush").success
+            probe.wait(lambda: probe.value("flushes") == 1 and probe.value("pending_keyframes", 1) == 0, 10,
+                       "the flushed window")
+            assert probe.value("mapper_fragments") == fragments + 1
 
             # Services: save, reset (map empties), and mapping resumes.
             reply = probe.call("gnesf/reset")

@@ -213,8 +213,9 @@ class SensScene(FrameSource):
 
 def open_scene(path: str | Path, size: Size | None = None, max_frames: int | None = None, stride: int = 1,
                label_tsv: str | Path | None = None) -> FrameSource:
-    """Open a ScanNet scene: an exported folder, a ``.sens`` file, or a folder holding one .sens
-    (a folder with both is read as exported). Raises DataError naming what is missing or broken.
+    """Open a ScanNet scene: an exported folder, a ``.sens`` file, a folder holding one .sens (a
+    folder with both is read as exported), or a folder holding exactly one such scene folder.
+    Raises DataError naming what is missing or broken.
 
     size: (h, w) of the frames (None: native colour size); max_frames: stop after this many valid
     frames; stride: use every stride-th frame; label_tsv: ScanNet's label map (default: the
@@ -237,6 +238,12 @@ def open_scene(path: str | Path, size: Size | None = None, max_frames: int | Non
     preferred = [s for s in sens_files if s.stem == p.name]
     if preferred or len(sens_files) == 1:
         return SensScene((preferred or sens_files)[0], size, max_frames, stride, label_tsv)
+    scenes = sorted(x for x in p.iterdir() if x.is_dir() and (exported.is_exported_scene(x) or any(x.glob("*.sens"))))
+    if len(scenes) == 1:  # e.g. gnesf-synth's output folder, or a scans/ folder with one scene
+        log.info("%s holds one scene; reading %s", p, scenes[0].name)
+        return open_scene(scenes[0], size, max_frames, stride, label_tsv)
+    if scenes:
+        raise DataError(f"{p} holds {len(scenes)} scenes ({', '.join(x.name for x in scenes[:8])}); pass one of them")
     present = sorted(x.name for x in p.iterdir())[:8]
     raise DataError(f"{p} is not a ScanNet scene: expected color/, depth/, pose/, intrinsic/ or a .sens file "
                     f"(found: {', '.join(present) or 'nothing'})")

@@ -89,6 +89,11 @@ class FragmentBuilder:
             return self._emit()
         return None
 
+    @property
+    def pending(self) -> int:
+        """Keyframes in the window not yet emitted in a fragment."""
+        return self._new
+
     def flush(self) -> Fragment | None:
         """Emit the incomplete window (end of stream), or None if it holds no new keyframe."""
         return self._emit() if self._new else None

@@ -104,7 +104,8 @@ def orbit_path(frames: int, seed: int, radius: float = 0.6, height: float = 1.4)
 
 @dataclass
 class Window:
-    """One training sample. Source views: rgb N x H x W x 3 uint8, probs N x H x W x C, K N x 3 x 3, T N x 4 x 4.
+    """One training sample. Source views: rgb N x H x W x 3 uint8, probs N x H x W x C, K N x 3 x 3, T N x 4 x 4,
+    depth N x H x W metres (rgbd-mode inputs; the losses use depth_d).
     Held-out: labels_t M x H x W uint8 class indices, K_t, T_t. Depth for TSDF targets: depth_d D x H x W, K_d, T_d."""
 
     rgb: np.ndarray
@@ -119,6 +120,7 @@ class Window:
     depth_d: np.ndarray
     K_d: np.ndarray
     T_d: np.ndarray
+    depth: np.ndarray | None = None
 
 
 class WindowSampler:
@@ -173,4 +175,5 @@ class WindowSampler:
             T=np.stack([path[i] for i in src]), labels=np.stack([lab(i) for i in src]),
             labels_t=np.stack([lab(i) for i in held]), probs_t=probs(held), K_t=np.stack([self.K] * len(held)),
             T_t=np.stack([path[i] for i in held]), depth_d=depth_d,
-            K_d=np.stack([K_d] * len(fuse)), T_d=np.stack([path[i] for i in fuse]))
+            K_d=np.stack([K_d] * len(fuse)), T_d=np.stack([path[i] for i in fuse]),
+            depth=np.stack([cache[i][1] for i in src]))

@@ -24,6 +24,17 @@ class SdfField:
         self.dims = grid.shape[-1]
         self.outside = outside
 
+    @classmethod
+    def from_voxels(cls, coords: torch.Tensor, sdf: torch.Tensor, origin_index: torch.Tensor, dims: int,
+                    voxel_size: float, trunc: float, background: torch.Tensor | None = None) -> "SdfField":
+        """Dense D^3 field whose voxels ``coords`` (M x 3 global, inside the cube) read ``sdf`` (M metres,
+        clamped to +-trunc); every other voxel reads ``background`` (D^3, x-major) or +trunc (free)."""
+        grid = torch.full((dims ** 3,), trunc, dtype=sdf.dtype, device=sdf.device) if background is None \
+            else background.reshape(-1).clone()
+        local = coords - origin_index
+        grid[(local[:, 0] * dims + local[:, 1]) * dims + local[:, 2]] = sdf.clamp(-trunc, trunc)
+        return cls(grid.view(dims, dims, dims), origin_index, voxel_size, trunc)
+
     def __call__(self, points: torch.Tensor) -> torch.Tensor:
         """points ... x 3 -> sdf ... (metres)."""
         shape = points.shape[:-1]

@@ -116,10 +116,12 @@ class GeometryNet(nn.Module):
         return out
 
     def forward(self, maps: list[torch.Tensor], K: torch.Tensor, T_world_cam: torch.Tensor, size: tuple[int, int],
-                origin_index: torch.Tensor, dims: int, voxel_size: float, gt_occ=None) -> GeometryOutput:
+                origin_index: torch.Tensor, dims: int, voxel_size: float, gt_occ=None,
+                fine: bool = True) -> GeometryOutput:
         """maps: per-level feature maps (coarse first, N x C_l x h_l x w_l); K N x 3 x 3 at ``size``;
         origin_index: 3 int64 (finest voxels); dims: finest cube edge (voxels, divisible by 4).
-        gt_occ(points P x 3, level) -> P bool (training only): ground-truth occupancy kept from pruning."""
+        gt_occ(points P x 3, level) -> P bool (training only): ground-truth occupancy kept from pruning.
+        fine=False stops after the dense levels (rgbd mode runs the finest level on depth voxels)."""
         n = K.shape[0]
         self.timings = {}
         out = GeometryOutput(origin_index=origin_index)
@@ -152,6 +154,8 @@ class GeometryNet(nn.Module):
             gcoords = origin_index // scale + coords
             out.levels.append(LevelOutput(vs, gcoords, pts, tsdf, occ, count, active, feats, keep, d))
             parent_keep, parent_feats = keep, feats
+        if not fine:
+            return out
         parent = out.levels[1]
         pidx = torch.nonzero(parent.keep)[:, 0]
         if pidx.numel() * 8 > self.max_fine_voxels:  # bound the cost when occupancy is unsure

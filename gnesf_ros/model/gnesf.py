@@ -25,7 +25,7 @@ from gnesf_ros.model.fields import SdfField
 from gnesf_ros.model.geometry_net import FACTOR, GeometryNet, GeometryOutput, LevelOutput
 from gnesf_ros.model.heads import DirectHead
 from gnesf_ros.model.sparse_conv import VoxelHash
-from gnesf_ros.model.visibility import visible_from
+from gnesf_ros.model.visibility import visible_from, visible_in_depth
 from gnesf_ros.model.volume import place_volume, project, sample_views
 from gnesf_ros.model.voting import VARIANTS, VoteScorer, combine
 from gnesf_ros.types import Fragment, FragmentResult
@@ -40,18 +40,19 @@ CHECKPOINT_VERSION = 1
 @dataclass
 class Views:
     """Network inputs of one window. images N x 3 x H x W in [0, 1]; probs N x C x H x W; K N x 3 x 3 (pixels
-    at size); T_world_cam N x 4 x 4; size (H, W)."""
+    at size); T_world_cam N x 4 x 4; size (H, W); depth N x 1 x H x W metres (rgbd visibility) or None."""
 
     images: torch.Tensor
     probs: torch.Tensor
     K: torch.Tensor
     T_world_cam: torch.Tensor
     size: tuple[int, int]
+    depth: torch.Tensor | None = None
 
     @staticmethod
     def from_arrays(rgb: np.ndarray, probs: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray,
-                    device: str | torch.device = "cpu") -> "Views":
-        """rgb N x H x W x 3 uint8, probs N x H x W x C, K N x 3 x 3, T N x 4 x 4 -> Views."""
+                    device: str | torch.device = "cpu", depth: np.ndarray | None = None) -> "Views":
+        """rgb N x H x W x 3 uint8, probs N x H x W x C, K N x 3 x 3, T N x 4 x 4, depth N x H x W m -> Views."""
         rgb, probs = np.asarray(rgb), np.asarray(probs)
         if rgb.ndim != 4 or probs.ndim != 4 or rgb.shape[:3] != probs.shape[:3]:
             raise DataError(f"expected rgb N x H x W x 3 and probs N x H x W x C of the same N, H, W; got "
@@ -62,10 +63,13 @@ class Views:
         T = np.asarray(T_world_cam, np.float64)
         if not np.isfinite(T).all():
             raise DataError("a view pose is not finite")
+        if depth is not None and np.shape(depth) != rgb.shape[:3]:
+            raise DataError(f"depth must be N x H x W = {rgb.shape[:3]}, got {np.shape(depth)}")
         f32 = dict(dtype=torch.float32, device=device)
         return Views(torch.as_tensor(rgb, device=device).permute(0, 3, 1, 2).float() / 255.0,
                      torch.as_tensor(probs, **f32).permute(0, 3, 1, 2).contiguous(),
-                     torch.as_tensor(np.asarray(K), **f32), torch.as_tensor(T, **f32), (h, w))
+                     torch.as_tensor(np.asarray(K), **f32), torch.as_tensor(T, **f32), (h, w),
+                     None if depth is None else torch.nan_to_num(torch.as_tensor(np.asarray(depth), **f32))[:, None])
 
     @property
     def centres(self) -> torch.Tensor:
@@ -78,7 +82,7 @@ class Encoded:
 
     maps: list[torch.Tensor]
     geo: GeometryOutput
-    sdf: SdfField
+    sdf: SdfField | None  # None when the finest level was not run
 
 
 class GNeSF(nn.Module):
@@ -99,6 +103,7 @@ class GNeSF(nn.Module):
         self.voters = nn.ModuleDict({m: VoteScorer(view_c, gc[2], cfg.vote_hidden) for m in VARIANTS if m != "direct"})
         self.direct = DirectHead(gc[2], num_classes)
         self.timings: dict[str, float] = {}
+        self.vote_counts: dict[str, int] = {}  # of the last vote_semantics call
 
     # ----------------------------------------------------------------- geometry
     def trunc_m(self, level: int = 2) -> float:
@@ -109,18 +114,19 @@ class GNeSF(nn.Module):
                          self.cfg.voxel_size_m, self.cfg.volume_size_vox, FACTOR ** 2)
         return torch.as_tensor(o, device=views.K.device)
 
-    def encode(self, views: Views, gt_occ=None, origin_index: torch.Tensor | None = None) -> Encoded:
-        """2D features + geometry (all levels) + the finest SDF field. gt_occ: see GeometryNet.forward."""
+    def encode(self, views: Views, gt_occ=None, origin_index: torch.Tensor | None = None, fine: bool = True) -> Encoded:
+        """2D features + geometry (all levels, or the dense ones with fine=False) + the finest SDF field.
+        gt_occ: see GeometryNet.forward."""
         t0 = time.perf_counter()
         maps = self.features(views.images)
         t1 = time.perf_counter()
         origin = self.place(views) if origin_index is None else origin_index
         geo = self.geometry(maps, views.K, views.T_world_cam, views.size, origin, self.cfg.volume_size_vox,
-                            self.cfg.voxel_size_m, gt_occ)
+                            self.cfg.voxel_size_m, gt_occ, fine)
         t2 = time.perf_counter()
         self.timings = {"features2d": 1e3 * (t1 - t0), "volume": self.geometry.timings.get("volume", 0.0),
                         "net3d": 1e3 * (t2 - t1) - self.geometry.timings.get("volume", 0.0)}
-        return Encoded(maps, geo, self.sdf_field(geo))
+        return Encoded(maps, geo, self.sdf_field(geo) if fine else None)
 
     def sdf_field(self, geo: GeometryOutput, fine: LevelOutput | None = None) -> SdfField:
         """Finest-resolution SDF (metres): kept level-1 voxels upsampled, overwritten by the finest
@@ -130,11 +136,9 @@ class GNeSF(nn.Module):
         d1, d = l1.dims, self.cfg.volume_size_vox
         coarse = torch.where(l1.keep, l1.tsdf.detach() * self.trunc_m(1), torch.full_like(l1.tsdf, tr))
         grid = torch.nn.functional.interpolate(coarse.view(1, 1, d1, d1, d1), scale_factor=2, mode="trilinear",
-                                               align_corners=False).clamp(-tr, tr).view(-1)
-        local = fine.coords - geo.origin_index
-        grid = grid.clone()
-        grid[(local[:, 0] * d + local[:, 1]) * d + local[:, 2]] = fine.tsdf.detach() * tr
-        return SdfField(grid.view(d, d, d), geo.origin_index, self.cfg.voxel_size_m, tr)
+                                               align_corners=False).clamp(-tr, tr)
+        return SdfField.from_voxels(fine.coords, fine.tsdf.detach() * tr, geo.origin_index, d,
+                                    self.cfg.voxel_size_m, tr, background=grid)
 
     # ----------------------------------------------------------------- semantics
     def semantics(self, views: Views, fine: LevelOutput, rows: torch.Tensor, sdf: SdfField, mode: str):
@@ -153,7 +157,10 @@ class GNeSF(nn.Module):
         probs, _ = sample_views(views.probs, uv, z, views.size)
         if mode == "prob_vis":
             t1 = time.perf_counter()
-            valid = valid & visible_from(views.centres, pts, sdf, self.cfg.vis_samples, self.cfg.vis_near_m)
+            if views.depth is not None:
+                valid = valid & visible_in_depth(views.depth, uv, z, views.size, self.trunc_m(2))
+            else:
+                valid = valid & visible_from(views.centres, pts, sdf, self.cfg.vis_samples, self.cfg.vis_near_m)
             self.timings["visibility"] = 1e3 * (time.perf_counter() - t1)
         dirs = pts[None] - views.centres[:, None]
         dirs = dirs / dirs.norm(dim=2, keepdim=True).clamp(min=1e-6)
@@ -164,7 +171,7 @@ class GNeSF(nn.Module):
         return out
 
     # ----------------------------------------------------------------- public API
-    def _views(self, fragment: Fragment, probs: np.ndarray) -> Views:
+    def _views(self, fragment: Fragment, probs: np.ndarray, with_depth: bool = False) -> Views:
         frames = fragment.frames
         if len(frames) < self.cfg.min_views:
             raise DataError(f"a fragment needs >= {self.cfg.min_views} frames, got {len(frames)}")
@@ -174,8 +181,9 @@ class GNeSF(nn.Module):
         if probs.shape[0] != len(frames) or probs.shape[-1] != self.num_classes:
             raise DataError(f"probs must be {len(frames)} x H x W x {self.num_classes}, got {probs.shape}")
         dev = next(self.parameters()).device
+        depth = np.stack([f.depth for f in frames]) if with_depth and all(f.depth is not None for f in frames) else None
         return Views.from_arrays(np.stack([f.rgb for f in frames]), probs, np.stack([f.K for f in frames]),
-                                 np.stack([f.T_world_cam for f in frames]), dev)
+                                 np.stack([f.T_world_cam for f in frames]), dev, depth)
 
     def _threads(self):
         if self.cfg.threads > 0 and next(self.parameters()).device.type == "cpu":
@@ -205,35 +213,63 @@ class GNeSF(nn.Module):
                        voxel_size: float, variant: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Semantics on given geometry (rgbd mode): coords M x 3 int32 global voxels, sdf M metres.
 
-        Returns (class_probs M x C, sem_weight M); voxels outside the fragment cube or seen by fewer
-        than min_views views get uniform probabilities and weight 0."""
+        The fragment cube is centred on the given voxels. Voxels outside it or seen by fewer than
+        min_views views cannot be voted on: they get the plain mean of the probabilities of the views
+        that see them (uniform votes); voxels no view sees get uniform probabilities and weight 0.
+        ``vote_counts`` then holds {"voted", "averaged", "unseen"}. prob_vis occlusion: a z-test
+        against the frames' depth maps (model.rgbd_visibility "depth", when every frame has depth),
+        else the SDF walk on the given geometry."""
         self._threads()
         self.eval()
         if abs(voxel_size - self.cfg.voxel_size_m) > 1e-9:
             raise ModelError(f"voxel size {voxel_size} m differs from the model's {self.cfg.voxel_size_m} m")
-        views = self._views(fragment, probs)
-        enc = self.encode(views)
-        origin, d = enc.geo.origin_index, self.cfg.volume_size_vox
-        c = torch.as_tensor(np.asarray(coords), dtype=torch.long, device=origin.device)
+        if self.cfg.rgbd_visibility not in ("depth", "sdf"):
+            raise ModelError(f"model.rgbd_visibility must be 'depth' or 'sdf', got '{self.cfg.rgbd_visibility}'")
+        views = self._views(fragment, probs, with_depth=self.cfg.rgbd_visibility == "depth")
+        d = self.cfg.volume_size_vox
+        c = torch.as_tensor(np.asarray(coords), dtype=torch.long, device=views.K.device)
+        origin = self._place_on(c) if len(c) else None
+        enc = self.encode(views, origin_index=origin, fine=False)  # the finest level runs on c below
+        origin = enc.geo.origin_index
         local = c - origin
         inside = ((local >= 0) & (local < d)).all(1)
         fine = self.geometry.sparse_level(enc.maps[2], views.K, views.T_world_cam, views.size, origin,
                                           self.cfg.voxel_size_m, enc.geo.levels[1], local[inside])
-        tr = self.trunc_m(2)
-        grid = torch.full((d ** 3,), tr, device=origin.device)
-        li = local[inside]
         sdf_t = torch.as_tensor(np.asarray(sdf), dtype=torch.float32, device=origin.device)
-        grid[(li[:, 0] * d + li[:, 1]) * d + li[:, 2]] = sdf_t[inside].clamp(-tr, tr)
-        field = SdfField(grid.view(d, d, d), origin, self.cfg.voxel_size_m, tr)
+        field = SdfField.from_voxels(c[inside], sdf_t[inside], origin, d, self.cfg.voxel_size_m, self.trunc_m(2))
         rows = VoxelHash(fine.coords).lookup(c)
         out = np.full((c.shape[0], self.num_classes), 1.0 / self.num_classes, np.float32)
         weight = np.zeros(c.shape[0], np.float32)
         hit = torch.nonzero(rows >= 0)[:, 0]
+        mode = variant or self.cfg.voting
         if hit.numel():
-            cls, w = self.semantics(views, fine, rows[hit], field, variant or self.cfg.voting)
+            cls, w = self.semantics(views, fine, rows[hit], field, mode)
             out[hit.cpu().numpy()] = cls.cpu().numpy()
             weight[hit.cpu().numpy()] = w.cpu().numpy()
+        rest = torch.nonzero(rows < 0)[:, 0]
+        if rest.numel():
+            cls, w = self.average_views(views, (c[rest].to(torch.float32) + 0.5) * voxel_size, mode == "prob_vis")
+            out[rest.cpu().numpy()] = cls.cpu().numpy()
+            weight[rest.cpu().numpy()] = w.cpu().numpy()
+        averaged = int(weight[rest.cpu().numpy()].sum())
+        self.vote_counts = {"voted": int(weight.sum()) - averaged, "averaged": averaged,
+                            "unseen": int((weight == 0).sum())}
         return out, weight
+
+    def _place_on(self, coords: torch.Tensor) -> torch.Tensor:
+        """Cube origin (finest voxels) centred on the median of voxels M x 3, snapped like ``place``."""
+        corner = coords.median(0).values.to(torch.float64) - self.cfg.volume_size_vox / 2.0
+        align = FACTOR ** 2
+        return (torch.round(corner / align) * align).to(torch.long)
+
+    def average_views(self, views: Views, points: torch.Tensor, occlusion: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean class distribution of the views that see each point (world m, P x 3), without the network;
+        occlusion: drop views where the point is hidden (depth z-test, needs views.depth). -> (P x C, P)."""
+        uv, z = project(points, views.K, views.T_world_cam)
+        probs, valid = sample_views(views.probs, uv, z, views.size)
+        if occlusion and views.depth is not None:
+            valid = valid & visible_in_depth(views.depth, uv, z, views.size, self.trunc_m(2))
+        return combine(torch.zeros_like(z).masked_fill(~valid, float("-inf")), probs, "prob")
 
     # ----------------------------------------------------------------- checkpoints
     def checkpoint(self, **extra) -> dict:

@@ -31,7 +31,7 @@ from gnesf_ros.classes import IGNORE
 from gnesf_ros.config import ConfigError, GnesfTrainConfig, _apply
 from gnesf_ros.errors import ModelError
 from gnesf_ros.model.targets import TsdfTargets
-from gnesf_ros.model.fields import SparseField
+from gnesf_ros.model.fields import SdfField, SparseField
 from gnesf_ros.model.geometry_net import FACTOR
 from gnesf_ros.model.gnesf import GNeSF, Views
 from gnesf_ros.model.losses import geometry_loss, semantic_loss
@@ -60,6 +60,8 @@ def load_train_config(path: str | Path | None) -> GnesfTrainConfig:
     cfg.model.feat_channels, cfg.model.geo_channels = tuple(cfg.model.feat_channels), tuple(cfg.model.geo_channels)
     cfg.model.occ_band_vox = tuple(cfg.model.occ_band_vox)
     cfg.occ_balance_max = tuple(cfg.occ_balance_max)
+    if cfg.semantic_surface not in ("learned", "depth"):
+        raise ConfigError(f"semantic_surface must be 'learned' or 'depth', got '{cfg.semantic_surface}'")
     if len(cfg.occ_balance_max) != 3 or len(cfg.model.occ_band_vox) != 3:
         raise ConfigError("occ_balance_max and model.occ_band_vox need one value per level (3)")
     return cfg
@@ -141,11 +143,21 @@ class TrainStep(nn.Module):
         return out
 
     # -- phase 2
+    def depth_field(self, enc, targets: TsdfTargets) -> SdfField:
+        """The window's depth TSDF on the cube's finest grid: the finest level's voxels read it (pruning
+        is teacher-forced, so they cover the true surface band), all other voxels read +trunc (free)."""
+        m, fine = self.model, enc.geo.levels[2]
+        tr = m.trunc_m(2)
+        sdf, known = targets(fine.points, tr)
+        return SdfField.from_voxels(fine.coords, torch.where(known, sdf, torch.full_like(sdf, tr)),
+                                    enc.geo.origin_index, m.cfg.volume_size_vox, m.cfg.voxel_size_m, tr)
+
     def semantics(self, views: Views, win: Window, targets: TsdfTargets) -> dict[str, torch.Tensor]:
         m, mc = self.model, self.model.cfg
         with torch.no_grad():  # frozen geometry; pruning also keeps the true surface (as in phase 1)
             enc = m.encode(views, gt_occ=lambda p, lvl: self._level_targets(targets, p, lvl)[1])
         fine = enc.geo.levels[2]
+        surface = enc.sdf if self.cfg.semantic_surface == "learned" else self.depth_field(enc, targets)
         table = VoxelHash(fine.coords)
         rng = np.random.default_rng(int(torch.randint(1 << 30, (1,))))
         rays_pts, rays, labels = [], [], []
@@ -158,7 +170,7 @@ class TrainStep(nn.Module):
             pix = torch.as_tensor(np.stack([pick % lab.shape[1], pick // lab.shape[1]], 1), dtype=torch.float32)
             o, d, _ = camera_rays(torch.as_tensor(win.K_t[t], dtype=torch.float32),
                                   torch.as_tensor(win.T_t[t], dtype=torch.float32), pix)
-            rs = march(o, d, enc.sdf, mc.render_near_m, mc.render_far_m, mc.render_samples,
+            rs = march(o, d, surface, mc.render_near_m, mc.render_far_m, mc.render_samples,
                        mc.render_tau_vox * mc.voxel_size_m, m.trunc_m(2))
             rays.append(rs)
             labels.append(torch.as_tensor(lab.ravel()[pick].astype(np.int64)))
@@ -175,7 +187,7 @@ class TrainStep(nn.Module):
             return out
         total = out["loss"]
         for mode in VARIANTS:
-            cls, _ = m.semantics(views, fine, rows, enc.sdf, mode)
+            cls, _ = m.semantics(views, fine, rows, surface, mode)
             field = SparseField(fine.coords[rows], cls, mc.voxel_size_m)
             loss_m, acc, n = 0.0, 0.0, 0
             for rs, lab in zip(rays, labels):

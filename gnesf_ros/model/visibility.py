@@ -4,10 +4,12 @@ For view i and point x the segment from ``near`` metres in front of the camera c
 itself is sampled (so points closer than 1 m work, unlike a fixed 1 m start). Counting sign changes
 of the SDF along it: 0 (free up to x) or 1 (+ -> -: x lies on the first surface) = visible;
 >= 2 (+ -> - -> + ...: another surface lies in front of x) = occluded.
+Where views carry measured depth (rgbd mode) ``visible_in_depth`` is the cheap alternative: a z-test.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from gnesf_ros.model.fields import SdfField
 
@@ -34,3 +36,15 @@ def visible_from(cam_centres: torch.Tensor, points: torch.Tensor, sdf: SdfField,
             changes = (sign[:, 1:] != sign[:, :-1]).sum(1)
             out[i, s:s + per] = changes < 2
     return out
+
+
+def visible_in_depth(depth: torch.Tensor, uv: torch.Tensor, z: torch.Tensor, size: tuple[int, int],
+                     tol: float) -> torch.Tensor:
+    """Z-test against measured depth: x is occluded in view i when it lies more than ``tol`` metres
+    behind the depth at its projection. depth N x 1 x H x W metres (0 = no measurement: unknown never
+    occludes), uv N x M x 2 pixels at size (H, W), z N x M metres -> N x M bool. Nearest-pixel
+    look-up: interpolating across a depth edge would invent surfaces."""
+    h, w = size
+    grid = torch.stack([(uv[..., 0] + 0.5) / w * 2 - 1, (uv[..., 1] + 0.5) / h * 2 - 1], -1)[:, None]
+    d = F.grid_sample(depth, grid, mode="nearest", padding_mode="border", align_corners=False)[:, 0, 0]
+    return (d <= 0) | (z <= d + tol)

@@ -44,6 +44,7 @@ from gnesf_ros.ros.worker import BoundedWorker
 
 POSE_TOPIC_FRAME = "gnesf_pose_topic_camera"  # child frame the pose-topic fallback feeds
 DEFAULT_SAVE_PATH = "gnesf_map.npz"
+FLUSH = object()  # worker item: map the unfinished keyframe window
 
 
 class _JumpAwareTfListener(TfListener):
@@ -102,6 +103,8 @@ class MappingNode(LifecycleNode):
         self._last_stamp: float | None = None
         self._last_color_stamp: float | None = None
         self._last_fragment = {"ms": 0.0, "wall": 0.0}
+        self._last_input = time.monotonic()  # when the last frame was enqueued (idle flush)
+        self._flush_queued = False
         self._map_version = 0
         self._published_version = -1
         self._last_publish = -1e9  # monotonic time of the last full map publication
@@ -167,6 +170,7 @@ class MappingNode(LifecycleNode):
         self._services = [
             self.create_service(Trigger, "gnesf/save_map", self._on_save, callback_group=self._timer_group),
             self.create_service(Trigger, "gnesf/reset", self._on_reset, callback_group=self._timer_group),
+            self.create_service(Trigger, "gnesf/flush", self._on_flush, callback_group=self._timer_group),
         ]
         self.tf_listener = _JumpAwareTfListener(self, self.tf, c.time_jump_threshold_s, callback_group=self._tf_group)
         self._map_version += 1
@@ -269,6 +273,16 @@ class MappingNode(LifecycleNode):
         if worker is not None:
             for item in items:
                 worker.put((time.monotonic(), item))
+            if items:
+                self._last_input, self._flush_queued = time.monotonic(), False
+
+    def _queue_flush(self) -> int:
+        """Ask the worker (after the frames already queued) to map the unfinished window; -> keyframes pending."""
+        pending = self.mapper.pending_keyframes if self.mapper is not None else 0
+        if self.worker is not None and not self._flush_queued:
+            self._flush_queued = True
+            self.worker.put((time.monotonic(), FLUSH))
+        return pending
 
     def _on_info(self, msg: CameraInfo) -> None:
         self.stats.arrived("camera_info")
@@ -333,6 +347,9 @@ class MappingNode(LifecycleNode):
 
     def _process(self, queued: tuple[float, SyncedInput]) -> None:
         received, item = queued
+        if item is FLUSH:
+            self._flush()
+            return
         self.counts["frames_received"] += 1
         try:
             self._check_time(item.stamp)
@@ -355,6 +372,20 @@ class MappingNode(LifecycleNode):
             self._drop(e.reason, str(e))
         except Exception as e:  # noqa: BLE001 - the node must survive any single bad input
             self._drop("internal_error", f"{type(e).__name__}: {e}")
+
+    def _flush(self) -> None:
+        try:
+            t0 = time.perf_counter()
+            with self._lock:
+                update = self.mapper.flush()
+                if update is not None:
+                    self._map_version += 1
+            if update is not None:
+                self.counts["flushes"] += 1
+                self._last_fragment = {"ms": (time.perf_counter() - t0) * 1e3, "wall": time.time()}
+                self._publish_map()
+        except Exception as e:  # noqa: BLE001 - as _process: the node keeps running
+            self._drop("internal_error", f"flushing the window: {type(e).__name__}: {e}")
 
     def _publish_renders(self, frame, header: Header) -> None:
         n = self.node_cfg.render_every_n
@@ -387,6 +418,11 @@ class MappingNode(LifecycleNode):
             self._lock.release()
 
     def _on_publish_timer(self) -> None:
+        idle = self.node_cfg.idle_flush_s
+        if (idle > 0 and self.worker is not None and not self._flush_queued and self.worker.idle()
+                and time.monotonic() - self._last_input > idle and self.mapper is not None
+                and self.mapper.pending_keyframes):
+            self._queue_flush()
         try:
             self._publish_map(blocking=False)
         except Exception as e:  # noqa: BLE001
@@ -401,6 +437,13 @@ class MappingNode(LifecycleNode):
             response.success, response.message = True, f"saved {self.mapper.map.num_blocks} blocks to {saved}"
         except (GnesfError, OSError) as e:
             response.success, response.message = False, f"cannot save the map to {path}: {e}"
+        return response
+
+    def _on_flush(self, request, response):
+        pending = self._queue_flush()
+        response.success = self.worker is not None
+        response.message = (f"mapping {pending} pending keyframes after the queued frames" if response.success
+                            else "not active: nothing to flush")
         return response
 
     def _on_reset(self, request, response):
@@ -424,7 +467,7 @@ class MappingNode(LifecycleNode):
         """The key/values of the /diagnostics status (also handy for tests)."""
         kv = {f"{k}_rate_hz": f"{self.stats.rate_hz(k):.2f}" for k in self.stats.arrivals}
         kv["queue_depth"] = str(self.worker.depth() if self.worker else 0)
-        kv.update({k: str(self.counts[k]) for k in ("frames_received", "frames_mapped", "time_jump_resets")})
+        kv.update({k: str(self.counts[k]) for k in ("frames_received", "frames_mapped", "time_jump_resets", "flushes")})
         last = self._last_fragment
         kv["last_fragment_ms"] = f"{last['ms']:.1f}"
         kv["last_fragment_age_s"] = f"{time.time() - last['wall']:.1f}" if last["wall"] else "never"
@@ -434,6 +477,7 @@ class MappingNode(LifecycleNode):
         if mapper is not None:
             kv["map_blocks"] = str(mapper.map.num_blocks)
             kv["map_memory_mb"] = f"{mapper.map.memory_bytes() / 2**20:.2f}"
+            kv["pending_keyframes"] = str(mapper.pending_keyframes)
             kv.update({f"mapper_{k}": str(v) for k, v in mapper.stats.items() if not k.startswith("map_")})
         kv.update({f"drops_{k}": str(v) for k, v in sorted(self.drop_counts().items())})
         return kv

@@ -47,6 +47,7 @@ class NodeConfig:
     max_image_pixels: int = _p(4096 * 4096, "Colour images with more pixels are dropped (image_too_large); smaller ones are resized to mapper.camera.width x height.", 1, 1_000_000_000)
     render_every_n: int = _p(1, "Publish label / colour label / depth renders (at mapper.camera size) for every Nth mapped frame; 0 = never. Skipped when nobody subscribes.", 0, 10000)
     publish_rate_hz: float = _p(1.0, "Max rate of map outputs (mesh, cloud, grids, label_info): a changed map is republished at most this often (the first change after a pause at once); 0 = after every fragment.", 0.0, 100.0)
+    idle_flush_s: float = _p(2.0, "Map the keyframes of an unfinished fragment window after this many seconds without a new frame (the end of a bag, a pause); 0 = only on the gnesf/flush service.", 0.0, 3600.0)
     mesh_max_vertices_per_marker: int = _p(300_000, "Split the mesh into several TRIANGLE_LIST markers beyond this many vertices.", 3, 100_000_000)
     on_time_jump: str = _p("reset", "When image stamps jump backwards (e.g. a looping bag): reset (clear map and TF) or ignore (drop older frames as time_backwards).", choices=("reset", "ignore"))
     time_jump_threshold_s: float = _p(1.0, "A stamp older than the newest by more than this is a time jump; smaller steps back are dropped as out_of_order.", 0.0, 3600.0)
@@ -73,6 +74,7 @@ MAPPER_RANGES: dict[str, tuple[float, float]] = {
     "mapper.model.min_views": (1, 1000), "mapper.model.fine_keep_tsdf_band": (0.0, 1.0), "mapper.model.occ_threshold": (0.0, 1.0),
     "mapper.model.sparse_convs": (0, 100), "mapper.model.max_fine_voxels": (1, 100_000_000),
     "mapper.model.vote_hidden": (1, 4096), "mapper.model.vis_samples": (1, 4096),
+    "mapper.model.vote_band_vox": (0.1, 100.0),
     "mapper.model.vis_near_m": (0.0, 10.0), "mapper.model.render_samples": (1, 4096),
     "mapper.model.render_near_m": (0.0, 100.0), "mapper.model.render_far_m": (0.0, 100.0),
     "mapper.model.render_tau_vox": (0.001, 100.0), "mapper.model.threads": (0, 256),
