@@ -55,10 +55,12 @@ RUNS = (  # (row name, mapper mode, voting variant)
     ("logit", "rgb", "logit"),
     ("prob", "rgb", "prob"),
     ("prob+visibility", "rgb", "prob_vis"),
+    ("mean of the seeing views (no network)", "rgb", "mean"),
     # the voting variants again on depth geometry: their order without the learned geometry's errors
     ("rgbd: depth geometry + logit", "rgbd", "logit"),
     ("rgbd: depth geometry + prob", "rgbd", "prob"),
     ("rgbd: depth geometry + prob+visibility", "rgbd", "prob_vis"),
+    ("rgbd: depth geometry + mean of the seeing views (no network)", "rgbd", "mean"),
 )
 
 

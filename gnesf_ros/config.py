@@ -57,7 +57,7 @@ class SegmenterConfig:
 @dataclass
 class ModelConfig:
     weights: str = "models/gnesf_synthetic.pt"  # GNeSF weights (.pt; relative: package data) for modes rgb and rgbd
-    voting: str = "prob_vis"  # direct | logit | prob | prob_vis
+    voting: str = "prob_vis"  # direct | logit | prob | prob_vis | mean (no network: average of the views that see a voxel)
     voxel_size_m: float = 0.04  # finest level
     volume_size_vox: int = 96  # fragment cube edge at the finest level
     trunc_vox: float = 3.0  # TSDF truncation in voxels of each level (NeuralRecon: 3)

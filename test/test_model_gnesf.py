@@ -145,6 +145,19 @@ def test_vote_semantics_on_given_geometry(window):
     _, weight_depth = model.vote_semantics(Fragment(frames, voxel_size=0.08), win.probs, coords, sdf_m, 0.08,
                                            variant="prob_vis")
     assert (weight_depth <= weight).all()
+    # variant "mean" (no network): every voxel, voted in the cube or not, gets the mean of the views that see it
+    depth_t = torch.tensor(np.stack([f.depth for f in frames]))[:, None]
+    probs_mean, w_mean = model.vote_semantics(Fragment(frames, voxel_size=0.08), win.probs, coords, sdf_m, 0.08,
+                                              variant="mean")
+    sees = seen & visible_in_depth(depth_t, uv, z, views.size, 0.24)
+    mean = ((p_views * sees[..., None]).sum(0) / sees.sum(0).clamp(min=1)[:, None]).numpy()
+    ok = sees.any(0).numpy()
+    # (a voxel centre computed in another order can fall on the other side of a pixel edge: <= 1 % differ)
+    same = (w_mean > 0) == ok
+    assert same.mean() > 0.99 and ok.sum() > 100
+    agree = np.flatnonzero(ok & same & (sees.sum(0).numpy() == seen.sum(0).numpy()))  # no occlusion: no z-test edge cases
+    assert len(agree) > 100
+    assert np.allclose(probs_mean[agree], mean[agree] / mean[agree].sum(1, keepdims=True), atol=1e-5)
     band = (known & (sdf.abs() < 0.24)).numpy()  # the whole truncation band: the walk needs the negative side
     band &= ((grid - model.place(views).numpy() >= 0) & (grid - model.place(views).numpy() < TINY.volume_size_vox)).all(1)
     c = torch.as_tensor(grid[band], dtype=torch.long)

@@ -27,7 +27,7 @@ from gnesf_ros.model.heads import DirectHead
 from gnesf_ros.model.sparse_conv import VoxelHash
 from gnesf_ros.model.visibility import visible_from, visible_in_depth
 from gnesf_ros.model.volume import place_volume, project, sample_views
-from gnesf_ros.model.voting import VARIANTS, VoteScorer, combine
+from gnesf_ros.model.voting import MEAN, VARIANTS, VoteScorer, combine
 from gnesf_ros.types import Fragment, FragmentResult
 
 log = logging.getLogger(__name__)
@@ -143,8 +143,8 @@ class GNeSF(nn.Module):
     # ----------------------------------------------------------------- semantics
     def semantics(self, views: Views, fine: LevelOutput, rows: torch.Tensor, sdf: SdfField, mode: str):
         """Class distribution of the finest-level voxels ``rows`` (M int64): (M x C probs, M sem_weight)."""
-        if mode not in VARIANTS:
-            raise ModelError(f"unknown voting variant '{mode}' (choose from {', '.join(VARIANTS)})")
+        if mode not in VARIANTS + (MEAN,):
+            raise ModelError(f"unknown voting variant '{mode}' (choose from {', '.join(VARIANTS + (MEAN,))})")
         geo_feats = fine.feats[rows]
         if mode == "direct":
             any_view = fine.count[rows] > 0
@@ -155,18 +155,20 @@ class GNeSF(nn.Module):
         uv, _ = project(pts, views.K, views.T_world_cam)
         rgb, _ = sample_views(views.images, uv, z, views.size)
         probs, _ = sample_views(views.probs, uv, z, views.size)
-        if mode == "prob_vis":
+        if mode in ("prob_vis", MEAN):
             t1 = time.perf_counter()
             if views.depth is not None:
                 valid = valid & visible_in_depth(views.depth, uv, z, views.size, self.trunc_m(2))
             else:
                 valid = valid & visible_from(views.centres, pts, sdf, self.cfg.vis_samples, self.cfg.vis_near_m)
             self.timings["visibility"] = 1e3 * (time.perf_counter() - t1)
-        dirs = pts[None] - views.centres[:, None]
-        dirs = dirs / dirs.norm(dim=2, keepdim=True).clamp(min=1e-6)
-        view_in = torch.cat([feats, rgb, probs], 2)
-        scores = self.voters[mode](view_in, valid, geo_feats, dirs, z / self.cfg.max_depth_m)
-        out = combine(scores, probs, mode)
+        if mode == MEAN:
+            scores = torch.zeros_like(z).masked_fill(~valid, float("-inf"))
+        else:
+            dirs = pts[None] - views.centres[:, None]
+            dirs = dirs / dirs.norm(dim=2, keepdim=True).clamp(min=1e-6)
+            scores = self.voters[mode](torch.cat([feats, rgb, probs], 2), valid, geo_feats, dirs, z / self.cfg.max_depth_m)
+        out = combine(scores, probs, "prob" if mode == MEAN else mode)
         self.timings["voting"] = 1e3 * (time.perf_counter() - t0) - self.timings.get("visibility", 0.0)
         return out
 
@@ -269,7 +271,7 @@ class GNeSF(nn.Module):
         probs, valid = sample_views(views.probs, uv, z, views.size)
         if occlusion and views.depth is not None:
             valid = valid & visible_in_depth(views.depth, uv, z, views.size, self.trunc_m(2))
-        return combine(torch.zeros_like(z).masked_fill(~valid, float("-inf")), probs, "prob")
+        return combine(torch.zeros_like(z).masked_fill(~valid, float("-inf")), probs, "prob")  # as MEAN
 
     # ----------------------------------------------------------------- checkpoints
     def checkpoint(self, **extra) -> dict:

@@ -6,6 +6,7 @@ x (outside the image, < min depth, or occluded when visibility is on) are masked
   prob:  s(x) = sum_i softmax_i(v) * S_i(x)                      (default, with visibility: prob_vis)
   logit: s(x) = softmax_c(sum_i softmax_i(v) * log S_i(x))
   direct: s(x) = softmax_c(MLP(M(x)))                             (no 2D probabilities; ablation)
+  mean:  s(x) = mean of S_i(x) over the views that see x, occlusion as prob_vis (no network; reference)
 Shapes: N views, M voxels, C classes.
 """
 from __future__ import annotations
@@ -15,7 +16,8 @@ from torch import nn
 
 from gnesf_ros.model.volume import mean_var
 
-VARIANTS = ("direct", "logit", "prob", "prob_vis")
+VARIANTS = ("direct", "logit", "prob", "prob_vis")  # the trained heads
+MEAN = "mean"  # untrained reference variant: uniform votes
 _EPS = 1e-6
 
 
