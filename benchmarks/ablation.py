@@ -172,7 +172,8 @@ def evaluate(args) -> dict:
     from gnesf_ros.model.gnesf import GNeSF
 
     table = default_class_table()
-    model_cfg = dataclasses.replace(ModelConfig(), occ_threshold=args.occ_threshold, threads=args.threads)
+    model_cfg = dataclasses.replace(ModelConfig(), occ_threshold=args.occ_threshold, threads=args.threads,
+                                    max_fine_voxels=args.max_fine_voxels)
     model = GNeSF.load(args.weights, model_cfg) if Path(args.weights).is_file() else None
     oracle = NoisyOracleSegmenter(ORACLE_MIOU, seed=MapperConfig().segmenter.oracle_seed, class_table=table)
     acc2d = {name: ConfusionAccumulator(table.num_classes, table.names) for name, _, _ in RUNS}
@@ -236,7 +237,7 @@ def markdown(res: dict) -> str:
     seg = res["segmenter_alone_2d_miou"]
     lines = [f"## GNeSF ablation ({len(res['scenes'])} held-out synthetic scenes, seeds "
              f"{', '.join(str(s['seed']) for s in res['scenes'])}; segmenter = {res['segmenter']}; "
-             f"occupancy threshold {res['args']['occ_threshold']})", "",
+             f"occupancy threshold {res['args']['occ_threshold']}, max fine voxels {res['args'].get('max_fine_voxels')})", "",
              "| variant | 2D mIoU (held-out views) | 2D coverage | 3D mIoU | Acc m | Comp m | Prec | Recall | F@5cm |",
              "|---|---|---|---|---|---|---|---|---|",
              f"| segmenter alone, 2D output | {fmt(seg)} | 1.000 | | | | | | |"]
@@ -265,6 +266,8 @@ def main() -> None:
     ap.add_argument("--occ-threshold", type=float, default=0.3,
                     help="pruning threshold (model.occ_threshold); 0.3 was chosen on validation seed 990 for the "
                          "shipped weights, whose finest occupancy rarely exceeds the default 0.5")
+    ap.add_argument("--max-fine-voxels", type=int, default=ModelConfig.max_fine_voxels,
+                    help="model.max_fine_voxels: cap on the finest level of rgb mode (cost vs recall)")
     ap.add_argument("--out", default=str(RESULTS / "ablation.json"))
     args = ap.parse_args()
     if any(s < 2000 for s in args.seeds):

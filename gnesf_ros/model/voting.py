@@ -36,6 +36,10 @@ class VoteScorer(nn.Module):
         super().__init__()
         self.fuse = _mlp(3 * view_channels, hidden, out)
         self.score = _mlp(out + geo_channels + 4, 16, 8, 1)
+        # near-zero scores at the start: the votes begin as the plain mean of the views (the `mean`
+        # variant) and training learns departures from it (small, not zero: every layer gets gradients)
+        nn.init.normal_(self.score[-1].weight, std=1e-3)
+        nn.init.zeros_(self.score[-1].bias)
 
     def forward(self, view_in, valid, geo, dirs, depth_rel):
         n, m, _ = view_in.shape
