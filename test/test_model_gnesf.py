@@ -117,11 +117,12 @@ def test_vote_semantics_on_given_geometry(window):
     assert weight[-1] == 0.0 and np.allclose(probs[-1], 1 / 20)
     # without visibility: the network votes on voxels in the cube (centred on the given voxels) seen by
     # >= 2 views; the others seen by any view get the plain mean of those views' probabilities
-    origin = model._place_on(torch.as_tensor(coords[:-1], dtype=torch.long)).numpy()
-    inside = ((coords - origin >= 0) & (coords - origin < TINY.volume_size_vox)).all(1)
+    # the cube is centred on the voxels inside some view's frustum
     uv, z = project(torch.tensor((coords + 0.5) * 0.08, dtype=torch.float32), views.K, views.T_world_cam)
     p_views, seen = sample_views(views.probs, uv, z, views.size)
     n_seen = seen.sum(0).numpy()
+    origin = model._place_on(torch.as_tensor(coords[n_seen >= 1], dtype=torch.long)).numpy()
+    inside = ((coords - origin >= 0) & (coords - origin < TINY.volume_size_vox)).all(1)
     assert np.array_equal(weight > 0, n_seen >= 1)
     voted = inside & (n_seen >= 2)
     assert voted.sum() > 50 and model.vote_counts == {"voted": int(voted.sum()), "averaged": int((~voted & (n_seen >= 1)).sum()),

@@ -215,7 +215,7 @@ class GNeSF(nn.Module):
                        voxel_size: float, variant: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Semantics on given geometry (rgbd mode): coords M x 3 int32 global voxels, sdf M metres.
 
-        The fragment cube is centred on the given voxels. Voxels outside it or seen by fewer than
+        The fragment cube is centred on the given voxels that lie in some view. Voxels outside it or seen by fewer than
         min_views views cannot be voted on: they get the plain mean of the probabilities of the views
         that see them (uniform votes); voxels no view sees get uniform probabilities and weight 0.
         ``vote_counts`` then holds {"voted", "averaged", "unseen"}. prob_vis occlusion: a z-test
@@ -228,32 +228,41 @@ class GNeSF(nn.Module):
         if self.cfg.rgbd_visibility not in ("depth", "sdf"):
             raise ModelError(f"model.rgbd_visibility must be 'depth' or 'sdf', got '{self.cfg.rgbd_visibility}'")
         views = self._views(fragment, probs, with_depth=self.cfg.rgbd_visibility == "depth")
+        out = np.full((len(coords), self.num_classes), 1.0 / self.num_classes, np.float32)
+        weight = np.zeros(len(coords), np.float32)
+        c_all = torch.as_tensor(np.asarray(coords), dtype=torch.long, device=views.K.device)
+        sdf_all = torch.as_tensor(np.asarray(sdf), dtype=torch.float32, device=views.K.device)
+        # only voxels inside some view's frustum concern this fragment (the map region passed in
+        # also holds voxels that earlier windows saw)
+        _, in_view = sample_views(views.probs[:, :1], *project((c_all.to(torch.float32) + 0.5) * voxel_size,
+                                                               views.K, views.T_world_cam), views.size)
+        sel = torch.nonzero(in_view.any(0))[:, 0]
+        c, sdf_t = c_all[sel], sdf_all[sel]
+        self.vote_counts = {"voted": 0, "averaged": 0, "unseen": len(coords)}
+        if not len(c):
+            return out, weight
         d = self.cfg.volume_size_vox
-        c = torch.as_tensor(np.asarray(coords), dtype=torch.long, device=views.K.device)
-        origin = self._place_on(c) if len(c) else None
-        enc = self.encode(views, origin_index=origin, fine=False)  # the finest level runs on c below
+        enc = self.encode(views, origin_index=self._place_on(c), fine=False)  # the finest level runs on c below
         origin = enc.geo.origin_index
         local = c - origin
         inside = ((local >= 0) & (local < d)).all(1)
         fine = self.geometry.sparse_level(enc.maps[2], views.K, views.T_world_cam, views.size, origin,
                                           self.cfg.voxel_size_m, enc.geo.levels[1], local[inside])
-        sdf_t = torch.as_tensor(np.asarray(sdf), dtype=torch.float32, device=origin.device)
         field = SdfField.from_voxels(c[inside], sdf_t[inside], origin, d, self.cfg.voxel_size_m, self.trunc_m(2))
         rows = VoxelHash(fine.coords).lookup(c)
-        out = np.full((c.shape[0], self.num_classes), 1.0 / self.num_classes, np.float32)
-        weight = np.zeros(c.shape[0], np.float32)
-        hit = torch.nonzero(rows >= 0)[:, 0]
         mode = variant or self.cfg.voting
+        sel_np = sel.cpu().numpy()
+        hit = torch.nonzero(rows >= 0)[:, 0]
         if hit.numel():
             cls, w = self.semantics(views, fine, rows[hit], field, mode)
-            out[hit.cpu().numpy()] = cls.cpu().numpy()
-            weight[hit.cpu().numpy()] = w.cpu().numpy()
+            out[sel_np[hit.cpu().numpy()]] = cls.cpu().numpy()
+            weight[sel_np[hit.cpu().numpy()]] = w.cpu().numpy()
         rest = torch.nonzero(rows < 0)[:, 0]
         if rest.numel():
             cls, w = self.average_views(views, (c[rest].to(torch.float32) + 0.5) * voxel_size, mode == "prob_vis")
-            out[rest.cpu().numpy()] = cls.cpu().numpy()
-            weight[rest.cpu().numpy()] = w.cpu().numpy()
-        averaged = int(weight[rest.cpu().numpy()].sum())
+            out[sel_np[rest.cpu().numpy()]] = cls.cpu().numpy()
+            weight[sel_np[rest.cpu().numpy()]] = w.cpu().numpy()
+        averaged = int(weight[sel_np[rest.cpu().numpy()]].sum())
         self.vote_counts = {"voted": int(weight.sum()) - averaged, "averaged": averaged,
                             "unseen": int((weight == 0).sum())}
         return out, weight
