@@ -182,18 +182,24 @@ def _apply(obj: Any, data: dict, where: str) -> Any:
     return obj
 
 
+def read_yaml_file(path: str | Path, what: str, error: type[GnesfError] | None = None) -> Any:
+    """Parsed YAML of a user-given file ({} when empty); a missing file or bad YAML raises ``error``
+    (default ConfigError) with a message naming ``what`` the file is for."""
+    error = error or ConfigError
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{what} not found: {p}")
+    try:
+        return yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise error(f"{what} {p} is not valid YAML: {e}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> MapperConfig:
     """Defaults, then the YAML file at ``path`` (if any), then ``overrides`` (nested dict)."""
     cfg = MapperConfig()
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
-        _apply(cfg, data, "")
+        _apply(cfg, read_yaml_file(path, "config file"), "")
     if overrides:
         _apply(cfg, overrides, "")
     return cfg

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from gnesf_ros.classes import IGNORE
-from gnesf_ros.config import ConfigError, GnesfTrainConfig, _apply
+from gnesf_ros.config import ConfigError, GnesfTrainConfig, _apply, read_yaml_file
 from gnesf_ros.errors import ModelError
 from gnesf_ros.model.targets import TsdfTargets
 from gnesf_ros.model.fields import SdfField, SparseField
@@ -47,16 +47,10 @@ log = logging.getLogger(__name__)
 
 def load_train_config(path: str | Path | None) -> GnesfTrainConfig:
     """Defaults overlaid with a YAML file (keys of GnesfTrainConfig; ``model:`` holds ModelConfig keys)."""
-    import yaml
-
     cfg = GnesfTrainConfig()
     if path is None:
         return cfg
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"training config not found: {p}")
-    data = yaml.safe_load(p.read_text()) or {}
-    _apply(cfg, data, "")
+    _apply(cfg, read_yaml_file(path, "training config"), "")
     cfg.model.feat_channels, cfg.model.geo_channels = tuple(cfg.model.feat_channels), tuple(cfg.model.geo_channels)
     cfg.model.occ_band_vox = tuple(cfg.model.occ_band_vox)
     cfg.occ_balance_max = tuple(cfg.occ_balance_max)

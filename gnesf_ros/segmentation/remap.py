@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from gnesf_ros.classes import ClassTable
+from gnesf_ros.config import read_yaml_file
 from gnesf_ros.errors import ModelError
 from gnesf_ros.paths import config_dir
 
@@ -70,12 +70,7 @@ def checkpoint_labels(id2label: dict) -> list[str]:
 
 def read_remap_file(path: str | Path) -> dict:
     p = Path(path)
-    if not p.is_file():
-        raise ModelError(f"label remap file not found: {p}")
-    try:
-        spec = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ModelError(f"label remap file {p} is not valid YAML: {e}") from None
+    spec = read_yaml_file(p, "label remap file", ModelError)
     if not isinstance(spec, dict) or not isinstance(spec.get("map"), dict):
         raise ModelError(f"label remap file {p} needs a 'map:' mapping (checkpoint label -> class name)")
     labels = spec.get("labels")
