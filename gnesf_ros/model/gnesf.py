@@ -27,7 +27,7 @@ from gnesf_ros.model.heads import DirectHead
 from gnesf_ros.model.sparse_conv import VoxelHash
 from gnesf_ros.model.visibility import visible_from, visible_in_depth
 from gnesf_ros.model.volume import place_volume, project, sample_views
-from gnesf_ros.model.voting import MEAN, VARIANTS, VoteScorer, combine
+from gnesf_ros.model.voting import MEAN, VARIANTS, VoteScorer, combine, mean_vote
 from gnesf_ros.types import Fragment, FragmentResult
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,6 @@ class GNeSF(nn.Module):
         pts = fine.points[rows]
         feats, valid, z = (t[:, rows] for t in fine.per_view)
         uv, _ = project(pts, views.K, views.T_world_cam)
-        rgb, _ = sample_views(views.images, uv, z, views.size)
         probs, _ = sample_views(views.probs, uv, z, views.size)
         if mode in ("prob_vis", MEAN):
             t1 = time.perf_counter()
@@ -163,12 +162,13 @@ class GNeSF(nn.Module):
                 valid = valid & visible_from(views.centres, pts, sdf, self.cfg.vis_samples, self.cfg.vis_near_m)
             self.timings["visibility"] = 1e3 * (time.perf_counter() - t1)
         if mode == MEAN:
-            scores = torch.zeros_like(z).masked_fill(~valid, float("-inf"))
+            out = mean_vote(probs, valid)
         else:
             dirs = pts[None] - views.centres[:, None]
             dirs = dirs / dirs.norm(dim=2, keepdim=True).clamp(min=1e-6)
+            rgb, _ = sample_views(views.images, uv, z, views.size)
             scores = self.voters[mode](torch.cat([feats, rgb, probs], 2), valid, geo_feats, dirs, z / self.cfg.max_depth_m)
-        out = combine(scores, probs, "prob" if mode == MEAN else mode)
+            out = combine(scores, probs, mode)
         self.timings["voting"] = 1e3 * (time.perf_counter() - t0) - self.timings.get("visibility", 0.0)
         return out
 
@@ -280,7 +280,7 @@ class GNeSF(nn.Module):
         probs, valid = sample_views(views.probs, uv, z, views.size)
         if occlusion and views.depth is not None:
             valid = valid & visible_in_depth(views.depth, uv, z, views.size, self.trunc_m(2))
-        return combine(torch.zeros_like(z).masked_fill(~valid, float("-inf")), probs, "prob")  # as MEAN
+        return mean_vote(probs, valid)
 
     # ----------------------------------------------------------------- checkpoints
     def checkpoint(self, **extra) -> dict:

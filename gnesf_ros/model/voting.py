@@ -69,3 +69,9 @@ def combine(scores: torch.Tensor, probs: torch.Tensor, mode: str) -> tuple[torch
     c = probs.shape[2]
     out = torch.where(any_view[:, None], out, torch.full_like(out, 1.0 / c))
     return out, any_view.to(out.dtype)
+
+
+def mean_vote(probs: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``mean`` variant: uniform votes over the valid views. probs N x M x C, valid N x M -> as ``combine``."""
+    return combine(torch.zeros(valid.shape, dtype=probs.dtype, device=probs.device).masked_fill(~valid, float("-inf")),
+                   probs, "prob")
