@@ -26,7 +26,7 @@ from gnesf_ros.model.geometry_net import FACTOR, GeometryNet, GeometryOutput, Le
 from gnesf_ros.model.heads import DirectHead
 from gnesf_ros.model.sparse_conv import VoxelHash
 from gnesf_ros.model.visibility import visible_from, visible_in_depth
-from gnesf_ros.model.volume import place_volume, project, sample_views
+from gnesf_ros.model.volume import in_image, place_volume, project, sample_views
 from gnesf_ros.model.voting import MEAN, VARIANTS, VoteScorer, combine, mean_vote
 from gnesf_ros.types import Fragment, FragmentResult
 
@@ -156,10 +156,7 @@ class GNeSF(nn.Module):
         probs, _ = sample_views(views.probs, uv, z, views.size)
         if mode in ("prob_vis", MEAN):
             t1 = time.perf_counter()
-            if views.depth is not None:
-                valid = valid & visible_in_depth(views.depth, uv, z, views.size, self.trunc_m(2))
-            else:
-                valid = valid & visible_from(views.centres, pts, sdf, self.cfg.vis_samples, self.cfg.vis_near_m)
+            valid = valid & self._unoccluded(views, pts, uv, z, sdf)
             self.timings["visibility"] = 1e3 * (time.perf_counter() - t1)
         if mode == MEAN:
             out = mean_vote(probs, valid)
@@ -234,9 +231,8 @@ class GNeSF(nn.Module):
         sdf_all = torch.as_tensor(np.asarray(sdf), dtype=torch.float32, device=views.K.device)
         # only voxels inside some view's frustum concern this fragment (the map region passed in
         # also holds voxels that earlier windows saw)
-        _, in_view = sample_views(views.probs[:, :1], *project((c_all.to(torch.float32) + 0.5) * voxel_size,
-                                                               views.K, views.T_world_cam), views.size)
-        sel = torch.nonzero(in_view.any(0))[:, 0]
+        uv, z = project((c_all.to(torch.float32) + 0.5) * voxel_size, views.K, views.T_world_cam)
+        sel = torch.nonzero(in_image(uv, z, views.size).any(0))[:, 0]
         c, sdf_t = c_all[sel], sdf_all[sel]
         self.vote_counts = {"voted": 0, "averaged": 0, "unseen": len(coords)}
         if not len(c):
@@ -278,9 +274,19 @@ class GNeSF(nn.Module):
         occlusion: drop views where the point is hidden (depth z-test, needs views.depth). -> (P x C, P)."""
         uv, z = project(points, views.K, views.T_world_cam)
         probs, valid = sample_views(views.probs, uv, z, views.size)
-        if occlusion and views.depth is not None:
-            valid = valid & visible_in_depth(views.depth, uv, z, views.size, self.trunc_m(2))
+        if occlusion:
+            valid = valid & self._unoccluded(views, points, uv, z, None)
         return mean_vote(probs, valid)
+
+    def _unoccluded(self, views: Views, points: torch.Tensor, uv: torch.Tensor, z: torch.Tensor,
+                    sdf: SdfField | None) -> torch.Tensor:
+        """N x M bool, views in which the points (M x 3, projected to uv / z) are not hidden: a z-test
+        against views.depth when the views carry depth, else the SDF walk on ``sdf`` (None: no test)."""
+        if views.depth is not None:
+            return visible_in_depth(views.depth, uv, z, views.size, self.trunc_m(2))
+        if sdf is not None:
+            return visible_from(views.centres, points, sdf, self.cfg.vis_samples, self.cfg.vis_near_m)
+        return torch.ones_like(z, dtype=torch.bool)
 
     # ----------------------------------------------------------------- checkpoints
     def checkpoint(self, **extra) -> dict:

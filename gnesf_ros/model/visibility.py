@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from gnesf_ros.model.fields import SdfField
+from gnesf_ros.model.volume import image_grid
 
 
 def visible_from(cam_centres: torch.Tensor, points: torch.Tensor, sdf: SdfField, samples: int = 32,
@@ -44,7 +45,6 @@ def visible_in_depth(depth: torch.Tensor, uv: torch.Tensor, z: torch.Tensor, siz
     behind the depth at its projection. depth N x 1 x H x W metres (0 = no measurement: unknown never
     occludes), uv N x M x 2 pixels at size (H, W), z N x M metres -> N x M bool. Nearest-pixel
     look-up: interpolating across a depth edge would invent surfaces."""
-    h, w = size
-    grid = torch.stack([(uv[..., 0] + 0.5) / w * 2 - 1, (uv[..., 1] + 0.5) / h * 2 - 1], -1)[:, None]
-    d = F.grid_sample(depth, grid, mode="nearest", padding_mode="border", align_corners=False)[:, 0, 0]
+    d = F.grid_sample(depth, image_grid(uv, size)[:, None], mode="nearest", padding_mode="border",
+                      align_corners=False)[:, 0, 0]
     return (d <= 0) | (z <= d + tol)

@@ -58,17 +58,26 @@ def project(points: torch.Tensor, K: torch.Tensor, T_world_cam: torch.Tensor):
     return uv, z
 
 
+def image_grid(uv: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Pixels uv N x P x 2 at (H, W) -> grid_sample coordinates N x P x 2 (align_corners=False; the
+    image spans [-1, 1])."""
+    h, w = size
+    return torch.stack([(uv[..., 0] + 0.5) / w * 2 - 1, (uv[..., 1] + 0.5) / h * 2 - 1], -1)
+
+
+def in_image(uv: torch.Tensor, z: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """N x P bool: in front of the camera (z > NEAR_M) and inside the H x W image."""
+    return (z > NEAR_M) & (image_grid(uv, size).abs() <= 1).all(-1)
+
+
 def sample_views(maps: torch.Tensor, uv: torch.Tensor, z: torch.Tensor, size: tuple[int, int]):
     """Bilinear samples of per-view maps at projected points.
 
     maps N x C x h x w (any resolution covering the H x W image); uv N x P x 2 pixels at (H, W);
     returns (values N x P x C, valid N x P bool: in front of the camera and inside the image)."""
-    h, w = size
-    gx = (uv[..., 0] + 0.5) / w * 2 - 1
-    gy = (uv[..., 1] + 0.5) / h * 2 - 1
-    valid = (z > NEAR_M) & (gx.abs() <= 1) & (gy.abs() <= 1)
-    grid = torch.stack([gx, gy], -1)[:, None]  # N x 1 x P x 2
-    vals = F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    grid = image_grid(uv, size)
+    valid = (z > NEAR_M) & (grid.abs() <= 1).all(-1)
+    vals = F.grid_sample(maps, grid[:, None], mode="bilinear", padding_mode="border", align_corners=False)
     return vals[:, :, 0].transpose(1, 2), valid
 
 
