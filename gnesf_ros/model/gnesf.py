@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 ARCH_FIELDS = ("voxel_size_m", "volume_size_vox", "trunc_vox", "feat_channels", "geo_channels", "sparse_convs",
                "vote_hidden", "occ_band_vox")
 CHECKPOINT_VERSION = 1
+WITH_VISIBILITY = ("prob_vis", MEAN)  # voting variants that drop occluded views
 
 
 @dataclass
@@ -154,7 +155,7 @@ class GNeSF(nn.Module):
         feats, valid, z = (t[:, rows] for t in fine.per_view)
         uv, _ = project(pts, views.K, views.T_world_cam)
         probs, _ = sample_views(views.probs, uv, z, views.size)
-        if mode in ("prob_vis", MEAN):
+        if mode in WITH_VISIBILITY:
             t1 = time.perf_counter()
             valid = valid & self._unoccluded(views, pts, uv, z, sdf)
             self.timings["visibility"] = 1e3 * (time.perf_counter() - t1)
@@ -255,7 +256,8 @@ class GNeSF(nn.Module):
             weight[sel_np[hit.cpu().numpy()]] = w.cpu().numpy()
         rest = torch.nonzero(rows < 0)[:, 0]
         if rest.numel():
-            cls, w = self.average_views(views, (c[rest].to(torch.float32) + 0.5) * voxel_size, mode == "prob_vis")
+            cls, w = self.average_views(views, (c[rest].to(torch.float32) + 0.5) * voxel_size,
+                                        mode in WITH_VISIBILITY)
             out[sel_np[rest.cpu().numpy()]] = cls.cpu().numpy()
             weight[sel_np[rest.cpu().numpy()]] = w.cpu().numpy()
         averaged = int(weight[sel_np[rest.cpu().numpy()]].sum())
