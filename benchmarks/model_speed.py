@@ -127,8 +127,8 @@ def time_rgbd(model: GNeSF, win: dict, repeats: int, device: str) -> tuple[list,
     sdf, known = TsdfTargets(win["depth_d"], win["K_d"], win["T_d"])((coords.float() + 0.5) * vs, cfg.trunc_vox * vs)
     near = known & (sdf.abs() <= cfg.vote_band_vox * vs)
     coords, sdf = coords[near].numpy().astype(np.int32), sdf[near].numpy()
-    frames = [Frame(float(i), rgb, K, T, depth=d)
-              for i, (rgb, K, T, d) in enumerate(zip(win["rgb"], win["K"], win["T"], win["depth"]))]
+    frames = [Frame(float(i), rgb, K, T, depth=depth)
+              for i, (rgb, K, T, depth) in enumerate(zip(win["rgb"], win["K"], win["T"], win["depth"]))]
     fragment = Fragment(frames, voxel_size=vs)
     rows = []
     for _ in range(repeats + 1):
