@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,6 +56,7 @@ class Mapper:
         self.class_table = class_table or default_class_table()
         self._segmenter = segmenter
         self._model = model
+        self._executor: ThreadPoolExecutor | None = None  # rgbd: segmentation beside depth integration
         map_cfg = self.cfg.map
         if self.cfg.mode in _BASELINE_FUSION:
             map_cfg = dataclasses.replace(map_cfg, fusion=_BASELINE_FUSION[self.cfg.mode])
@@ -154,42 +156,66 @@ class Mapper:
             timings[name] = 1e3 * (now - start)
             return now
 
-        probs = segment_frames(self.segmenter, fragment.frames)
-        C = self.class_table.num_classes
-        n, (h, w) = len(fragment.frames), fragment.frames[0].size
-        if probs.shape != (n, h, w, C):
-            raise ModelError(f"segmenter returned {probs.shape}, expected {(n, h, w, C)}")
-        t = lap("segment", t0)
         mode = self.cfg.mode
         camera = fragment.frames[-1].T_world_cam[:3, 3]
-        if mode == "rgb":
-            result = self.model.predict_fragment(fragment, probs)
-            t = lap("model", t)
-            fused = self._integrate(result, camera, fragment)
-            t = lap("integrate", t)
+        if mode == "rgbd":
+            # depth integration needs no labels: it runs while the segmenter works in the worker
+            # thread (numpy / OpenCV / torch release the GIL), so the two share the cores
+            segmented = self._worker().submit(self._segment, fragment)
+            try:
+                fused = self._integrate_depth(fragment, None)
+                timings["integrate"] = 1e3 * (time.perf_counter() - t0)
+            finally:
+                probs, timings["segment"] = segmented.result()
+            t = time.perf_counter()
+            band = self.cfg.model.vote_band_vox * self.map.voxel_size
+            coords, sdf = self.map.voxels_near_surface(fragment.bounds, band_m=band)
+            if len(coords):
+                cls, sem_w = self.model.vote_semantics(fragment, probs, coords, sdf, self.map.voxel_size)
+                t = lap("model", t)
+                self.counters["vote_voxels"] += len(coords)
+                self.counters["vote_unseen"] += int((sem_w == 0).sum())  # no view saw them unoccluded
+                self._integrate(FragmentResult(coords, sdf, cls, np.zeros(len(coords), np.float32),
+                                               self.map.voxel_size, sem_weight=sem_w), camera, fragment)
+                t = lap("integrate_semantics", t)
         else:
-            new = [i for i, f in enumerate(fragment.frames) if not any(f is g for g in self._integrated)]
-            fused = 0
-            for i in new:
-                f = fragment.frames[i]
-                fused += self.map.integrate_depth(f, None if mode == "rgbd" else probs[i])
-            self._integrated = list(fragment.frames)  # held, so overlap frames are found by identity
+            probs, timings["segment"] = self._segment(fragment)
+            t = time.perf_counter()
+            if mode == "rgb":
+                result = self.model.predict_fragment(fragment, probs)
+                t = lap("model", t)
+                fused = self._integrate(result, camera, fragment)
+            else:
+                fused = self._integrate_depth(fragment, probs)
             t = lap("integrate", t)
-            if mode == "rgbd":
-                band = self.cfg.model.vote_band_vox * self.map.voxel_size
-                coords, sdf = self.map.voxels_near_surface(fragment.bounds, band_m=band)
-                if len(coords):
-                    cls, sem_w = self.model.vote_semantics(fragment, probs, coords, sdf, self.map.voxel_size)
-                    t = lap("model", t)
-                    self.counters["vote_voxels"] += len(coords)
-                    self.counters["vote_unseen"] += int((sem_w == 0).sum())  # no view saw them unoccluded
-                    self._integrate(FragmentResult(coords, sdf, cls, np.zeros(len(coords), np.float32),
-                                                   self.map.voxel_size, sem_weight=sem_w), camera, fragment)
-                    t = lap("integrate_semantics", t)
         timings["total"] = 1e3 * (time.perf_counter() - t0)
         self.counters["fragments"] += 1
         self.timings.append(timings)
         return MapUpdate(fragment.index, int(fused), timings)
+
+    def _worker(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gnesf-segment")
+        return self._executor
+
+    def _segment(self, fragment: Fragment) -> tuple[np.ndarray, float]:
+        """Segmenter probabilities of the fragment's frames (N x H x W x C) and the time taken (ms)."""
+        t0 = time.perf_counter()
+        probs = segment_frames(self.segmenter, fragment.frames)
+        n, (h, w) = len(fragment.frames), fragment.frames[0].size
+        expected = (n, h, w, self.class_table.num_classes)
+        if probs.shape != expected:
+            raise ModelError(f"segmenter returned {probs.shape}, expected {expected}")
+        return probs, 1e3 * (time.perf_counter() - t0)
+
+    def _integrate_depth(self, fragment: Fragment, probs: np.ndarray | None) -> int:
+        """Depth TSDF (+ label fusion of ``probs`` when given) of the keyframes not integrated yet."""
+        fused = 0
+        for i, f in enumerate(fragment.frames):
+            if not any(f is g for g in self._integrated):
+                fused += self.map.integrate_depth(f, None if probs is None else probs[i])
+        self._integrated = list(fragment.frames)  # held, so overlap frames are found by identity
+        return fused
 
     def _integrate(self, result: FragmentResult, camera: np.ndarray, fragment: Fragment) -> int:
         if len(result) == 0:

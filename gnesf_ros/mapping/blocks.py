@@ -114,7 +114,11 @@ class BlockStore:
         add = new_cap - self.capacity
 
         def ext(a: np.ndarray) -> np.ndarray:
-            return np.concatenate([a, np.zeros((add,) + a.shape[1:], a.dtype)])
+            # np.zeros maps fresh zero pages lazily: only the copied part is written now (a
+            # concatenate would also write the new, still unused, slots)
+            out = np.zeros((a.shape[0] + add,) + a.shape[1:], a.dtype)
+            out[: a.shape[0]] = a
+            return out
 
         self.slot_key, self.active, self.stamp = ext(self.slot_key), ext(self.active), ext(self.stamp)
         self.sdf, self.weight, self.sem_weight = ext(self.sdf), ext(self.weight), ext(self.sem_weight)

@@ -232,8 +232,14 @@ class GNeSF(nn.Module):
         sdf_all = torch.as_tensor(np.asarray(sdf), dtype=torch.float32, device=views.K.device)
         # only voxels inside some view's frustum concern this fragment (the map region passed in
         # also holds voxels that earlier windows saw)
+        mode = variant or self.cfg.voting
         uv, z = project((c_all.to(torch.float32) + 0.5) * voxel_size, views.K, views.T_world_cam)
-        sel = torch.nonzero(in_image(uv, z, views.size).any(0))[:, 0]
+        seen = in_image(uv, z, views.size)
+        if mode in WITH_VISIBILITY and views.depth is not None:
+            # voxels hidden from every view (seen by earlier windows) get no vote either way; left
+            # out, the finest level runs on what this window observes, as in training
+            seen &= visible_in_depth(views.depth, uv, z, views.size, self.trunc_m(2))
+        sel = torch.nonzero(seen.any(0))[:, 0]
         c, sdf_t = c_all[sel], sdf_all[sel]
         self.vote_counts = {"voted": 0, "averaged": 0, "unseen": len(coords)}
         if not len(c):
@@ -247,7 +253,6 @@ class GNeSF(nn.Module):
                                           self.cfg.voxel_size_m, enc.geo.levels[1], local[inside])
         field = SdfField.from_voxels(c[inside], sdf_t[inside], origin, d, self.cfg.voxel_size_m, self.trunc_m(2))
         rows = VoxelHash(fine.coords).lookup(c)
-        mode = variant or self.cfg.voting
         sel_np = sel.cpu().numpy()
         hit = torch.nonzero(rows >= 0)[:, 0]
         if hit.numel():

@@ -85,15 +85,23 @@ def mean_var(values: torch.Tensor, valid: torch.Tensor, min_views: int = 2):
     """Mean and variance over the valid views.
 
     values N x P x C, valid N x P -> (mean P x C, var P x C, count P int); points seen by fewer than
-    ``min_views`` views get zeros. (Computed in N x C x P layout: ``sample_views`` returns a
-    transposed view of that, which keeps the reductions contiguous.)"""
-    vt = values.transpose(1, 2)  # N x C x P
-    w = valid.to(values.dtype)[:, None]  # N x 1 x P
-    count = w.sum(0)  # 1 x P
+    ``min_views`` views get zeros. The reductions run in the layout the values are stored in
+    (``sample_views`` returns a transposed view of N x C x P; a concatenation is N x P x C):
+    reducing across the other layout's strides is several times slower."""
+    channels_last = values.is_contiguous()
+    vt = values if channels_last else values.transpose(1, 2)  # N x P x C, or N x C x P
+    w = valid.to(values.dtype)[..., None] if channels_last else valid.to(values.dtype)[:, None]
+    count = w.sum(0)  # P x 1, or 1 x P
     inv = torch.where(count >= min_views, 1.0 / count.clamp(min=1), torch.zeros_like(count))
-    vw = vt * w
-    mean = vw.sum(0) * inv
-    var = ((vw * vt).sum(0) * inv - mean * mean).clamp(min=0)
+    s1, s2 = torch.zeros_like(vt[0]), torch.zeros_like(vt[0])
+    for v_i, w_i in zip(vt, w):  # one view at a time: no N x P x C temporaries (3x faster than .sum(0))
+        vw = v_i * w_i
+        s1 += vw
+        s2.addcmul_(vw, v_i)
+    mean = s1 * inv
+    var = (s2 * inv - mean * mean).clamp(min=0)
+    if channels_last:
+        return mean, var, count[:, 0].long()
     return mean.t(), var.t(), count[0].long()
 
 

@@ -12,6 +12,7 @@ Shapes: N views, M voxels, C classes.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gnesf_ros.model.volume import mean_var
@@ -42,13 +43,25 @@ class VoteScorer(nn.Module):
         nn.init.zeros_(self.score[-1].bias)
 
     def forward(self, view_in, valid, geo, dirs, depth_rel):
-        n, m, _ = view_in.shape
+        n, m, c = view_in.shape
         mean, var, _ = mean_var(view_in, valid, min_views=1)
-        x = torch.cat([view_in, mean[None].expand(n, -1, -1), var[None].expand(n, -1, -1)], 2)
-        f = torch.relu(self.fuse(x))
-        h = torch.cat([f, geo[None].expand(n, -1, -1), dirs, depth_rel[..., None]], 2)
-        v = self.score(h)[..., 0]
-        return v.masked_fill(~valid, float("-inf"))
+        # The first layers of both MLPs are split by input block: the per-voxel blocks (mean, var,
+        # geo) are multiplied once per voxel, not once per (view, voxel) pair, and only the pairs
+        # where the view sees the voxel are scored. Same function as the concatenated layers.
+        pair = torch.nonzero(valid.reshape(-1))[:, 0]
+        vox = pair % m
+        fuse0, score0 = self.fuse[0], self.score[0]
+        wv, wm, ws = fuse0.weight.split([c, c, c], 1)
+        per_voxel = F.linear(torch.cat([mean, var], 1), torch.cat([wm, ws], 1), fuse0.bias)  # M x hidden
+        h = F.linear(view_in.reshape(n * m, c)[pair], wv) + per_voxel[vox]
+        f = torch.relu(self.fuse[1:](h))  # fuse[1:] starts with the ReLU of the split layer
+        o = f.shape[1]
+        wf, wg, wd = score0.weight.split([o, geo.shape[1], 4], 1)
+        geo_term = F.linear(geo, wg, score0.bias)  # M x 16
+        extra = torch.cat([dirs.reshape(n * m, 3)[pair], depth_rel.reshape(n * m, 1)[pair]], 1)
+        h = F.linear(f, wf) + geo_term[vox] + F.linear(extra, wd)
+        v = self.score[1:](h)[:, 0]
+        return view_in.new_full((n * m,), float("-inf")).index_copy_(0, pair, v).view(n, m)
 
 
 def combine(scores: torch.Tensor, probs: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:

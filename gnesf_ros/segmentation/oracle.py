@@ -116,6 +116,8 @@ class NoisyOracleSegmenter(SegmenterBase):
         self.temperature = float(temperature)
         self.strength = strength_for_miou(target_miou) if strength is None else float(np.clip(strength, 0, 1))
         self.partners = confusion_matrix_for(self.class_table)
+        self._partners32 = self.partners.astype(np.float32)
+        self._has_partner = self.partners.sum(1) > 0
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         raise ModelError("the noisy oracle segments ground-truth labels, not pixels: call "
@@ -272,21 +274,23 @@ class NoisyOracleSegmenter(SegmenterBase):
         peak = np.clip(peak, 0.5, 0.98).astype(np.float32)[..., None]
         rest = 1.0 - peak
         flat = pred.reshape(-1)
-        partner = self.partners[flat].reshape(h, w, c)
-        has_partner = partner.sum(-1, keepdims=True) > 0
+        # float32 throughout, one H x W x C buffer written in place (this runs on every keyframe)
+        probs = self._partners32[flat].reshape(h, w, c)
+        has_partner = self._has_partner[pred][..., None]
         wrong = (pred != gt) & valid
-        to_partner = np.where(has_partner, 0.5, 0.0).astype(np.float32) * rest
-        to_truth = np.where(wrong[..., None], 0.3, 0.0).astype(np.float32) * rest
-        probs = np.broadcast_to((rest - to_partner - to_truth) / c, (h, w, c)).copy()
-        probs += partner * to_partner
+        to_partner = np.where(has_partner, np.float32(0.5), np.float32(0.0)) * rest
+        to_truth = np.where(wrong[..., None], np.float32(0.3), np.float32(0.0)) * rest
+        probs *= to_partner
+        probs += (rest - to_partner - to_truth) / np.float32(c)
         flat_probs = probs.reshape(-1, c)  # a view: the two scatters below write into probs
         pix = np.arange(h * w)
         flat_probs[pix, flat] += peak.reshape(-1)
         flat_probs[pix, np.where(valid, gt, 0).reshape(-1)] += to_truth.reshape(-1)
         if self.temperature != 1.0:
-            probs = probs ** (1.0 / self.temperature)
+            probs **= np.float32(1.0 / self.temperature)
         probs[~valid] = 1.0
-        return (probs / probs.sum(-1, keepdims=True)).astype(np.float32)
+        probs /= probs.sum(-1, keepdims=True)
+        return probs
 
 
 def measure_miou(oracle: NoisyOracleSegmenter, label_images: Iterable[np.ndarray]) -> float:
