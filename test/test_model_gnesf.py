@@ -59,7 +59,10 @@ def test_bad_inputs_raise_readable_errors(window):
 
 
 def _grads_reach(params):
-    return [n for n, p in params if p.grad is None or float(p.grad.abs().sum()) == 0.0]
+    # the voters' last bias adds one constant to every view's score: the softmax over views is
+    # invariant to it, so its true gradient is 0 (any nonzero value is rounding noise)
+    return [n for n, p in params if (p.grad is None or float(p.grad.abs().sum()) == 0.0)
+            and not (n.startswith("voters.") and n.endswith(".score.4.bias"))]
 
 
 def test_gradients_reach_every_trainable_parameter_in_both_phases(window):

@@ -36,21 +36,35 @@ def band_block_coords(depth: np.ndarray, valid: np.ndarray, K: np.ndarray, T_wor
     return unique_blocks(blocks)
 
 
-def project_voxels(centres: np.ndarray, depth: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray,
+def block_voxel_centres(blocks: np.ndarray, block_size: int, voxel_size: float, origin: np.ndarray) -> np.ndarray:
+    """Centres of every voxel of ``blocks`` (Mx3 block coords; x-major local order, as BlockStore)
+    relative to ``origin`` (world metres): (M * B^3) x 3 float32. The block corners are taken
+    relative to the origin in float64 first, so float32 keeps sub-millimetre precision far from
+    the world origin."""
+    B = block_size
+    local = np.stack(np.meshgrid(*[np.arange(B)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    corner = (blocks.astype(np.float64) * (B * voxel_size) - origin).astype(np.float32)
+    offsets = ((local + 0.5) * voxel_size).astype(np.float32)
+    return (corner[:, None, :] + offsets[None]).reshape(-1, 3)
+
+
+def project_voxels(rel: np.ndarray, depth: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray,
                    valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Project voxel centres (Nx3 world, metres) into the depth image.
+    """Project voxel centres into the depth image. rel: Nx3 float32 centres minus the camera
+    position (metres, world axes; see ``block_voxel_centres``).
 
     Returns (hit N bool: in image with valid depth and z > 0, pixel N int64 flat index,
     sdf N float32 = depth - z in metres, untruncated)."""
-    R, t = T_world_cam[:3, :3], T_world_cam[:3, 3]
-    cam = np.einsum("nj,jk->nk", centres - t, R)  # R^T (p - t); einsum is much faster than @ here
+    R = np.asarray(T_world_cam[:3, :3], np.float32)
+    cam = rel @ R  # R^T (p - t) row-wise
     z = cam[:, 2]
     h, w = depth.shape
     with np.errstate(divide="ignore", invalid="ignore"):
-        u = np.rint(K[0, 0] * cam[:, 0] / z + K[0, 2])
-        v = np.rint(K[1, 1] * cam[:, 1] / z + K[1, 2])
+        inv_z = 1.0 / z
+        u = np.rint(cam[:, 0] * inv_z * np.float32(K[0, 0]) + np.float32(K[0, 2]))
+        v = np.rint(cam[:, 1] * inv_z * np.float32(K[1, 1]) + np.float32(K[1, 2]))
     inside = (z > 1e-6) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
     pix = np.where(inside, v * w + u, 0).astype(np.int64)
     hit = inside & valid.reshape(-1)[pix]
-    sdf = (depth.reshape(-1)[pix] - z).astype(np.float32)
+    sdf = depth.reshape(-1)[pix] - z
     return hit, pix, sdf

@@ -167,12 +167,11 @@ class SemanticVoxelMap:
                 P, sem_image = np.where(ok[:, None], P, 0.0).astype(np.float32), ok.astype(np.float32)
             else:
                 sem_image = np.where(ok, F.hard_labels(P), IGNORE)
-        local = np.stack(np.meshgrid(*[np.arange(B)] * 3, indexing="ij"), -1).reshape(-1, 3)
         fused = 0
         for s in range(0, len(blocks), _DEPTH_CHUNK_BLOCKS):  # chunks bound the temporaries' memory
             bc, sl = blocks[s: s + _DEPTH_CHUNK_BLOCKS], slots[s: s + _DEPTH_CHUNK_BLOCKS]
-            vox = (bc[:, None, :] * B + local[None]).reshape(-1, 3)
-            hit, pix, sdf = tsdf.project_voxels((vox + 0.5) * self.voxel_size, depth, K, T, valid)
+            rel = tsdf.block_voxel_centres(bc, B, self.voxel_size, T[:3, 3])
+            hit, pix, sdf = tsdf.project_voxels(rel, depth, K, T, valid)
             upd = hit & (sdf >= -self.trunc_m)
             flat = (sl[:, None] * self.store.V + np.arange(self.store.V)[None]).reshape(-1)[upd]
             pix = pix[upd]

