@@ -9,11 +9,16 @@ depth TSDF within ``model.vote_band_vox`` of the surface (what the Mapper passes
 
     .venv/bin/python benchmarks/model_speed.py [--weights models/gnesf_synthetic.pt] [--threads 2]
     .venv/bin/python benchmarks/model_speed.py --save-window /tmp/w.npz   # then --window /tmp/w.npz elsewhere
+    python benchmarks/model_speed.py --window w.npz --weights W --device cuda --check-cpu   # a GPU machine
+``--check-cpu`` runs the same forward on a CPU copy of the model and reports how far the device's
+outputs are from it (class probabilities, argmax agreement, kept voxels): the parity of the
+``device: cuda`` option.
 Prints a markdown table; writes benchmarks/results/model_speed.json.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -55,6 +60,7 @@ def main() -> None:
     ap.add_argument("--window", default=None, help="npz window (from --save-window) instead of rendering one")
     ap.add_argument("--save-window", default=None)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--check-cpu", action="store_true", help="compare the device's outputs with the CPU's")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "model_speed.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -81,6 +87,7 @@ def main() -> None:
         rows, counts = time_rgbd(model, win, args.repeats, args.device)
     else:
         rows, counts = time_rgb(model, win, args.repeats, args.device, gt_occ, gt_ms)
+    parity = compare_with_cpu(model, win, pruning, gt_occ) if args.check_cpu else None
     stats = {s: {"p50": float(np.percentile([r.get(s, 0) for r in rows], 50)),
                  "p95": float(np.percentile([r.get(s, 0) for r in rows], 95))} for s in STAGES}
     info = {"device": args.device, "threads": args.threads, "cpu": platform.processor() or platform.machine(),
@@ -92,7 +99,10 @@ def main() -> None:
     for s in STAGES:
         print(f"| {s} | {stats[s]['p50']:.0f} | {stats[s]['p95']:.0f} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"info": info, "stages_ms": stats, "runs": rows}, indent=1))
+    if parity is not None:
+        print("\nparity with the CPU:", json.dumps(parity))
+    Path(args.out).write_text(json.dumps({"info": info, "stages_ms": stats, "runs": rows, "cpu_parity": parity},
+                                         indent=1))
 
 
 def time_rgb(model: GNeSF, win: dict, repeats: int, device: str, gt_occ, gt_ms: list) -> tuple[list, dict]:
@@ -117,8 +127,9 @@ def time_rgb(model: GNeSF, win: dict, repeats: int, device: str, gt_occ, gt_ms: 
     return rows[1:], counts
 
 
-def time_rgbd(model: GNeSF, win: dict, repeats: int, device: str) -> tuple[list, dict]:
-    """vote_semantics on the window's depth-TSDF voxels near the surface, per run."""
+def depth_surface(model: GNeSF, win: dict) -> tuple[Fragment, np.ndarray, np.ndarray]:
+    """The window as a Fragment plus its depth-TSDF voxels within vote_band_vox of the surface
+    (coords M x 3 int32, sdf M metres): what the Mapper passes vote_semantics in rgbd mode."""
     cfg = model.cfg
     views = Views.from_arrays(win["rgb"], win["probs"], win["K"], win["T"])
     origin = model.place(views)
@@ -129,7 +140,13 @@ def time_rgbd(model: GNeSF, win: dict, repeats: int, device: str) -> tuple[list,
     coords, sdf = coords[near].numpy().astype(np.int32), sdf[near].numpy()
     frames = [Frame(float(i), rgb, K, T, depth=depth)
               for i, (rgb, K, T, depth) in enumerate(zip(win["rgb"], win["K"], win["T"], win["depth"]))]
-    fragment = Fragment(frames, voxel_size=vs)
+    return Fragment(frames, voxel_size=vs), coords, sdf
+
+
+def time_rgbd(model: GNeSF, win: dict, repeats: int, device: str) -> tuple[list, dict]:
+    """vote_semantics on the window's depth-TSDF voxels near the surface, per run."""
+    fragment, coords, sdf = depth_surface(model, win)
+    vs = model.cfg.voxel_size_m
     rows = []
     for _ in range(repeats + 1):
         t0 = time.perf_counter()
@@ -138,6 +155,37 @@ def time_rgbd(model: GNeSF, win: dict, repeats: int, device: str) -> tuple[list,
             torch.cuda.synchronize()
         rows.append(dict(model.timings, total=1e3 * (time.perf_counter() - t0)))
     return rows[1:], {"surface_voxels": int(len(coords))}
+
+
+def compare_with_cpu(model: GNeSF, win: dict, pruning: str, gt_occ) -> dict:
+    """The same forward on the device and on a CPU copy: class probabilities (max |diff|, argmax
+    agreement) and, with learned pruning, the kept finest voxels (IoU of the two sets)."""
+    cpu = copy.deepcopy(model).to("cpu")
+    if pruning == "depth":
+        fragment, coords, sdf = depth_surface(model, win)
+        vs = model.cfg.voxel_size_m
+        (a, wa), (b, wb) = (m.vote_semantics(fragment, win["probs"], coords, sdf, vs, "prob_vis") for m in (model, cpu))
+        seen = (wa > 0) & (wb > 0)
+        return {"voxels": int(len(coords)), "weight_equal": float((wa == wb).mean()),
+                "max_abs_diff": float(np.abs(a - b)[seen].max(initial=0.0)),
+                "argmax_agree": float((a.argmax(1) == b.argmax(1))[seen].mean())}
+    out = []
+    for m in (model, cpu):
+        dev = next(m.parameters()).device
+        with torch.no_grad():
+            views = Views.from_arrays(win["rgb"], win["probs"], win["K"], win["T"], dev)
+            enc = m.encode(views, gt_occ)
+            fine = enc.geo.levels[2]
+            keep = torch.nonzero(fine.keep)[:, 0]
+            cls, _ = m.semantics(views, fine, keep, enc.sdf, "prob_vis")
+        out.append({tuple(c): p for c, p in zip(fine.coords[keep].cpu().numpy().tolist(), cls.cpu().numpy())})
+    common = out[0].keys() & out[1].keys()
+    a = np.array([out[0][k] for k in common]).reshape(-1, model.num_classes)
+    b = np.array([out[1][k] for k in common]).reshape(-1, model.num_classes)
+    return {"kept_device": len(out[0]), "kept_cpu": len(out[1]),
+            "kept_iou": len(common) / max(len(out[0].keys() | out[1].keys()), 1),
+            "max_abs_diff": float(np.abs(a - b).max(initial=0.0)),
+            "argmax_agree": float((a.argmax(1) == b.argmax(1)).mean()) if len(common) else None}
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,7 +55,6 @@ class Mapper:
         self.class_table = class_table or default_class_table()
         self._segmenter = segmenter
         self._model = model
-        self._executor: ThreadPoolExecutor | None = None  # rgbd: segmentation beside depth integration
         map_cfg = self.cfg.map
         if self.cfg.mode in _BASELINE_FUSION:
             map_cfg = dataclasses.replace(map_cfg, fusion=_BASELINE_FUSION[self.cfg.mode])
@@ -158,16 +156,17 @@ class Mapper:
 
         mode = self.cfg.mode
         camera = fragment.frames[-1].T_world_cam[:3, 3]
+        probs, timings["segment"] = self._segment(fragment)
+        t = time.perf_counter()
+        if mode == "rgb":
+            result = self.model.predict_fragment(fragment, probs)
+            t = lap("model", t)
+            fused = self._integrate(result, camera, fragment)
+            t = lap("integrate", t)
+        else:
+            fused = self._integrate_depth(fragment, None if mode == "rgbd" else probs)
+            t = lap("integrate", t)
         if mode == "rgbd":
-            # depth integration needs no labels: it runs while the segmenter works in the worker
-            # thread (numpy / OpenCV / torch release the GIL), so the two share the cores
-            segmented = self._worker().submit(self._segment, fragment)
-            try:
-                fused = self._integrate_depth(fragment, None)
-                timings["integrate"] = 1e3 * (time.perf_counter() - t0)
-            finally:
-                probs, timings["segment"] = segmented.result()
-            t = time.perf_counter()
             band = self.cfg.model.vote_band_vox * self.map.voxel_size
             coords, sdf = self.map.voxels_near_surface(fragment.bounds, band_m=band)
             if len(coords):
@@ -178,25 +177,10 @@ class Mapper:
                 self._integrate(FragmentResult(coords, sdf, cls, np.zeros(len(coords), np.float32),
                                                self.map.voxel_size, sem_weight=sem_w), camera, fragment)
                 t = lap("integrate_semantics", t)
-        else:
-            probs, timings["segment"] = self._segment(fragment)
-            t = time.perf_counter()
-            if mode == "rgb":
-                result = self.model.predict_fragment(fragment, probs)
-                t = lap("model", t)
-                fused = self._integrate(result, camera, fragment)
-            else:
-                fused = self._integrate_depth(fragment, probs)
-            t = lap("integrate", t)
         timings["total"] = 1e3 * (time.perf_counter() - t0)
         self.counters["fragments"] += 1
         self.timings.append(timings)
         return MapUpdate(fragment.index, int(fused), timings)
-
-    def _worker(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gnesf-segment")
-        return self._executor
 
     def _segment(self, fragment: Fragment) -> tuple[np.ndarray, float]:
         """Segmenter probabilities of the fragment's frames (N x H x W x C) and the time taken (ms)."""
