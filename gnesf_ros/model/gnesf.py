@@ -157,7 +157,7 @@ class GNeSF(nn.Module):
         probs, _ = sample_views(views.probs, uv, z, views.size)
         if mode in WITH_VISIBILITY:
             t1 = time.perf_counter()
-            valid = valid & self._unoccluded(views, pts, uv, z, sdf)
+            valid = valid & self._unoccluded(views, pts, uv, z, sdf, valid)
             self.timings["visibility"] = 1e3 * (time.perf_counter() - t1)
         if mode == MEAN:
             out = mean_vote(probs, valid)
@@ -286,13 +286,15 @@ class GNeSF(nn.Module):
         return mean_vote(probs, valid)
 
     def _unoccluded(self, views: Views, points: torch.Tensor, uv: torch.Tensor, z: torch.Tensor,
-                    sdf: SdfField | None) -> torch.Tensor:
+                    sdf: SdfField | None, in_view: torch.Tensor | None = None) -> torch.Tensor:
         """N x M bool, views in which the points (M x 3, projected to uv / z) are not hidden: a z-test
-        against views.depth when the views carry depth, else the SDF walk on ``sdf`` (None: no test)."""
+        against views.depth when the views carry depth, else the SDF walk on ``sdf`` (None: no test),
+        walked only for the pairs ``in_view`` (N x M bool) when given."""
         if views.depth is not None:
             return visible_in_depth(views.depth, uv, z, views.size, self.trunc_m(2))
         if sdf is not None:
-            return visible_from(views.centres, points, sdf, self.cfg.vis_samples, self.cfg.vis_near_m)
+            return visible_from(views.centres, points, sdf, self.cfg.vis_samples, self.cfg.vis_near_m,
+                                pairs=in_view)
         return torch.ones_like(z, dtype=torch.bool)
 
     # ----------------------------------------------------------------- checkpoints

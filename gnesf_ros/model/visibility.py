@@ -16,27 +16,30 @@ from gnesf_ros.model.volume import image_grid
 
 
 def visible_from(cam_centres: torch.Tensor, points: torch.Tensor, sdf: SdfField, samples: int = 32,
-                 near: float = 0.05, chunk: int = 1 << 20) -> torch.Tensor:
-    """cam_centres N x 3, points M x 3 (world metres) -> N x M bool (True = x is visible from view i)."""
+                 near: float = 0.05, chunk: int = 1 << 20, pairs: torch.Tensor | None = None) -> torch.Tensor:
+    """cam_centres N x 3, points M x 3 (world metres) -> N x M bool (True = x is visible from view i).
+
+    pairs (N x M bool, optional): walk only these (view, point) pairs, e.g. those inside the view's
+    image; the others are reported visible (the caller masks them anyway)."""
     n, m = cam_centres.shape[0], points.shape[0]
-    out = torch.ones(n, m, dtype=torch.bool, device=points.device)
+    out = torch.ones(n * m, dtype=torch.bool, device=points.device)
     if m == 0:
-        return out
+        return out.view(n, m)
+    todo = torch.nonzero(pairs.reshape(-1))[:, 0] if pairs is not None else torch.arange(n * m, device=points.device)
     frac = torch.linspace(0.0, 1.0, samples, device=points.device, dtype=points.dtype)
     per = max(1, chunk // samples)
-    for i in range(n):
-        o = cam_centres[i]
-        for s in range(0, m, per):
-            x = points[s:s + per]
-            d = x - o
-            length = d.norm(dim=1, keepdim=True).clamp(min=1e-6)
-            start = torch.clamp(near / length, max=1.0)  # fraction of the segment to skip
-            t = start + (1 - start) * frac[None]  # M' x S, ends exactly at x
-            vals = sdf(o + t[..., None] * d[:, None])
-            sign = vals >= 0
-            changes = (sign[:, 1:] != sign[:, :-1]).sum(1)
-            out[i, s:s + per] = changes < 2
-    return out
+    for s in range(0, todo.numel(), per):
+        pair = todo[s:s + per]
+        o, x = cam_centres[pair // m], points[pair % m]
+        d = x - o
+        length = d.norm(dim=1, keepdim=True).clamp(min=1e-6)
+        start = torch.clamp(near / length, max=1.0)  # fraction of the segment to skip
+        t = start + (1 - start) * frac[None]  # P x S, ends exactly at x
+        vals = sdf(o[:, None] + t[..., None] * d[:, None])
+        sign = vals >= 0
+        changes = (sign[:, 1:] != sign[:, :-1]).sum(1)
+        out[pair] = changes < 2
+    return out.view(n, m)
 
 
 def visible_in_depth(depth: torch.Tensor, uv: torch.Tensor, z: torch.Tensor, size: tuple[int, int],
