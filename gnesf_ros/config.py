@@ -46,7 +46,7 @@ class SegmenterConfig:
     input_height: int = 240  # network input (px); probabilities come back at the image's own size
     input_width: int = 320  # network input width (px)
     batch_size: int = 4  # images per forward pass
-    threads: int = 2  # torch CPU threads for inference
+    threads: int = 2  # CPU threads for inference (torch threads; the oracle segments frames in parallel)
     oracle_miou: float = 65.0  # expected 2D mIoU of the noisy oracle (percent)
     oracle_seed: int = 0  # seed of the oracle's noise (with the frame index)
     oracle_temperature: float = 1.0  # > 1 flattens the oracle's probabilities

@@ -111,8 +111,15 @@ class Mapper:
         """Load the segmenter and (modes rgb / rgbd) the GNeSF weights now rather than on the first
         fragment: a missing file fails at start and the first fragment is not delayed by loading."""
         self.segmenter  # noqa: B018
+        self.warm_up()
+
+    def warm_up(self) -> None:
+        """Modes rgb / rgbd: load the GNeSF weights and run one forward on a synthetic window of the
+        configured size, so that the first fragment runs as fast as the others."""
         if self.cfg.mode in ("rgb", "rgbd"):
-            self.model  # noqa: B018
+            cam = self.cfg.camera
+            s = self.model.warm_up(self.cfg.keyframe.fragment_size, (cam.height, cam.width), self.cfg.mode == "rgbd")
+            log.info("GNeSF warmed up in %.2f s", s)
 
     # -- frames ----------------------------------------------------------------------------
     def add_frame(self, frame: Frame) -> MapUpdate | None:

@@ -180,6 +180,19 @@ def test_vote_semantics_on_given_geometry(window):
     assert (walk == ztest)[in_image].float().mean() > 0.9
 
 
+def test_warm_up_runs_both_modes_and_changes_no_prediction(window):
+    _, win = window
+    torch.manual_seed(0)
+    model = GNeSF(TINY)
+    before = model.predict_fragment(_fragment(win), win.probs)
+    for rgbd in (True, False):
+        assert model.warm_up(3, (48, 64), rgbd) > 0
+        assert model.vote_counts.get("voted", 0) > 0 or not rgbd  # the synthetic wall was voted on
+    after = model.predict_fragment(_fragment(win), win.probs)
+    assert np.array_equal(before.coords, after.coords)
+    np.testing.assert_allclose(before.class_probs, after.class_probs, atol=1e-6)
+
+
 def test_nothing_occupied_gives_an_empty_result(window):
     _, win = window
     model = GNeSF(dataclasses.replace(TINY, occ_threshold=1.01))  # the network never keeps a voxel

@@ -44,6 +44,10 @@ def test_occluded_views_are_detected_including_points_closer_than_1m():
     assert bool(vis[1, 1])
     # without the occluder everything is visible from the origin
     assert visible_from(cams[:1], pts, _field([WALL]), samples=64).all()
+    # walking only some pairs gives the same answers there and "visible" elsewhere
+    pairs = torch.tensor([[True, False, True, False, True], [False, True, False, True, False]])
+    part = visible_from(cams, pts, field, samples=64, pairs=pairs)
+    assert torch.equal(part[pairs], vis[pairs]) and part[~pairs].all()
 
 
 def test_render_weights_vanish_past_the_first_surface():

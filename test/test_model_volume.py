@@ -1,5 +1,6 @@
 """Fragment volume: projection, bilinear sampling, mean/var pooling, frusta-based placement."""
 import numpy as np
+import pytest
 import torch
 
 from gnesf_ros.model.volume import feature_volume, mean_var, place_volume, project, sample_views
@@ -44,11 +45,14 @@ def test_points_behind_or_outside_are_invalid():
     assert valid[0].tolist() == [False, False, True]
 
 
-def test_mean_var_matches_numpy_and_min_views():
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_mean_var_matches_numpy_and_min_views(layout):
     g = torch.Generator().manual_seed(1)
     vals = torch.randn(5, 30, 4, generator=g)
     valid = torch.rand(5, 30, generator=g) > 0.4
-    mean, var, count = mean_var(vals.permute(0, 2, 1).contiguous().permute(0, 2, 1), valid, min_views=2)
+    # sample_views returns N x P x C as a view of N x C x P memory; a concatenation is N x P x C memory
+    stored = vals.permute(0, 2, 1).contiguous().permute(0, 2, 1) if layout == "channels_first" else vals.clone()
+    mean, var, count = mean_var(stored, valid, min_views=2)
     for p in range(30):
         v = vals[valid[:, p], p].numpy()
         assert count[p] == len(v)

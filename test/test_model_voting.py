@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from gnesf_ros.model.volume import mean_var
 from gnesf_ros.model.voting import VoteScorer, combine
 
 torch.set_num_threads(1)
@@ -54,3 +55,31 @@ def test_scorer_masks_invalid_views_and_is_permutation_equivariant():
     perm = torch.tensor([2, 0, 4, 1, 3])
     s2 = net(view_in[perm], valid[perm], geo, dirs[perm], depth[perm])
     assert torch.allclose(s2[valid[perm]], s[perm][valid[perm]], atol=1e-5)
+
+
+def _scores_by_concatenation(scorer, view_in, valid, geo, dirs, depth_rel):
+    """VoteScorer as the paper writes it: MLPs on the concatenated per-(view, voxel) inputs."""
+    n, m, _ = view_in.shape
+    mean, var, _ = mean_var(view_in, valid, min_views=1)
+    x = torch.cat([view_in, mean[None].expand(n, -1, -1), var[None].expand(n, -1, -1)], 2)
+    f = torch.relu(scorer.fuse(x))
+    h = torch.cat([f, geo[None].expand(n, -1, -1), dirs, depth_rel[..., None]], 2)
+    return scorer.score(h)[..., 0].masked_fill(~valid, float("-inf"))
+
+
+def test_split_first_layers_equal_the_concatenated_mlps():
+    torch.manual_seed(3)
+    scorer = VoteScorer(7, 5, hidden=16)
+    for p in scorer.parameters():  # away from the near-zero init, so every input block matters
+        torch.nn.init.normal_(p, std=0.5)
+    n, m = 4, 50
+    view_in, geo = torch.randn(n, m, 7), torch.randn(m, 5)
+    dirs, depth = torch.randn(n, m, 3), torch.rand(n, m)
+    valid = torch.rand(n, m) > 0.4
+    valid[:, 0] = False  # a voxel no view sees
+    with torch.no_grad():
+        got = scorer(view_in, valid, geo, dirs, depth)
+        want = _scores_by_concatenation(scorer, view_in, valid, geo, dirs, depth)
+    assert torch.equal(torch.isinf(got), ~valid)
+    assert torch.allclose(got[valid], want[valid], atol=1e-5)
+    assert float(want[valid].std()) > 0.1  # the comparison is not between constants

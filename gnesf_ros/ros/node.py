@@ -143,7 +143,7 @@ class MappingNode(LifecycleNode):
             raise ConfigError(f"parameter mapper.segmenter.checkpoint = '{cfg.segmenter.checkpoint}': {e}") from None
         if cfg.mode in ("rgb", "rgbd"):
             try:
-                mapper.model  # noqa: B018
+                mapper.warm_up()  # loads the weights; the first fragment then runs at full speed
             except GnesfError as e:
                 raise ConfigError(f"parameter mapper.model.weights = '{cfg.model.weights}': {e}") from None
         if self.node_cfg.load_map_path:

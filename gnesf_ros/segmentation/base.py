@@ -12,6 +12,7 @@ adapter reads probabilities another process computed) implement ``predict_frames
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -72,11 +73,12 @@ class SegmenterBase:
         return self.predict(np.stack([as_rgb_image(f.rgb, f"frame {f.index}") for f in frames]))
 
 
-def stack_per_frame(frames: list[Frame], segment_one) -> np.ndarray:
-    """``segment_one(frame) -> HxWxC`` for each frame, stacked to N x H x W x C (one size for all)."""
+def stack_per_frame(frames: list[Frame], segment_one, pool: Executor | None = None) -> np.ndarray:
+    """``segment_one(frame) -> HxWxC`` for each frame (on ``pool`` when given), stacked to
+    N x H x W x C (one size for all)."""
     if not frames:
         raise DataError("segment_frames: no frames given")
-    out = [segment_one(f) for f in frames]
+    out = list(pool.map(segment_one, frames)) if pool is not None else [segment_one(f) for f in frames]
     if len({p.shape for p in out}) != 1:
         raise DataError("segment_frames: frames differ in size; resize them first")
     return np.stack(out)
@@ -180,7 +182,7 @@ def build_segmenter(cfg: SegmenterConfig | None = None, class_table: ClassTable 
         from gnesf_ros.segmentation.oracle import NoisyOracleSegmenter
 
         return NoisyOracleSegmenter(target_miou=cfg.oracle_miou, seed=cfg.oracle_seed,
-                                    temperature=cfg.oracle_temperature, class_table=table)
+                                    temperature=cfg.oracle_temperature, class_table=table, threads=cfg.threads)
     if cfg.backend == "external":
         from gnesf_ros.segmentation.external import ExternalSegmenter
 
