@@ -214,28 +214,33 @@ class SemanticVoxelMap:
         ("average", sum of s_i q_i UxC, sum of s_i U), ("counts", label counts UxC, None) or
         ("labels", one label per voxel U with IGNORE = none, None)."""
         st = self.store
-        s, l = flat // st.V, flat % st.V
+        s = flat // st.V
+        # flat views of the (slots, V[, C]) arrays: one index array per access instead of two
+        sdf, weight, sem_w = st.sdf.reshape(-1), st.weight.reshape(-1), st.sem_weight.reshape(-1)
+        classes = st.classes.reshape(-1, st.C)
         g = w_sum > 0
         if g.any():
-            st.sdf[s[g], l[g]], st.weight[s[g], l[g]] = F.fuse_sdf(
-                st.sdf[s[g], l[g]], st.weight[s[g], l[g]], w_sum[g], wsdf_sum[g], self.cfg.max_weight)
+            fg = flat[g]
+            sdf[fg], weight[fg] = F.fuse_sdf(sdf[fg], weight[fg], w_sum[g], wsdf_sum[g], self.cfg.max_weight)
         m = g
         if sem is not None:
             kind, values, n = sem
             p = self.cfg.bayes_measurement_prob
             if kind == "average":
                 m = n > 0
-                st.classes[s[m], l[m]], st.sem_weight[s[m], l[m]] = F.fuse_average(
-                    st.classes[s[m], l[m]], st.sem_weight[s[m], l[m]], values[m], n[m])
+                fm = flat[m]
+                classes[fm], sem_w[fm] = F.fuse_average(classes[fm], sem_w[fm], values[m], n[m])
             elif kind == "counts":
                 n = values.sum(1)
                 m = n > 0
-                st.classes[s[m], l[m]] += F.kimera_delta(values[m], p)
-                st.sem_weight[s[m], l[m]] += n[m]
+                fm = flat[m]
+                classes[fm] += F.kimera_delta(values[m], p)
+                sem_w[fm] += n[m]
             else:
                 m = values != IGNORE
-                st.classes[s[m], l[m]] = F.kimera_add_labels(st.classes[s[m], l[m]], values[m], p)
-                st.sem_weight[s[m], l[m]] += 1.0
+                fm = flat[m]
+                classes[fm] = F.kimera_add_labels(classes[fm], values[m], p)
+                sem_w[fm] += 1.0
             m = m | g
         self.tick += 1
         touched = np.unique(s[m])
