@@ -198,3 +198,19 @@ def test_nothing_occupied_gives_an_empty_result(window):
     model = GNeSF(dataclasses.replace(TINY, occ_threshold=1.01))  # the network never keeps a voxel
     res = model.predict_fragment(_fragment(win), win.probs)
     assert len(res) == 0 and res.class_probs.shape == (0, 20) and res.sdf.shape == (0,)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 6, 6, 6), (1, 16, 12, 12, 12)])
+def test_onednn_conv3d_equals_the_stock_conv(shape):
+    from gnesf_ros.model.geometry_net import Conv3d
+
+    torch.manual_seed(0)
+    conv = Conv3d(shape[1], 8, 3, 2, 1, bias=True)
+    stock = torch.nn.Conv3d(shape[1], 8, 3, 2, 1, bias=True)
+    stock.load_state_dict(conv.state_dict())
+    x = torch.randn(*shape).contiguous(memory_format=torch.channels_last_3d)
+    with torch.no_grad():
+        fast, want = conv(x), stock(x)
+    assert fast.shape == want.shape and torch.allclose(fast, want, atol=1e-4)
+    conv(x).sum().backward()  # training takes the stock path: gradients flow
+    assert conv.weight.grad is not None and float(conv.weight.grad.abs().sum()) > 0
