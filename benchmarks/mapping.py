@@ -9,6 +9,8 @@ integrator; ratio = ours / Open3D per keyframe). Scaling: 1-, 2- and 4-room scen
 Bayesian baseline (time and memory against mapped area).
 
     .venv/bin/python benchmarks/mapping.py [--seeds 2000 2001] [--frames 300] [--rooms 1 2 4]
+``--segmenter mask2former`` puts the shipped Mask2Former in the loop instead of the oracle: its labels
+are poor (models/segmenter/MODEL_CARD.md), so that run is for timing, not accuracy.
 Prints markdown; writes benchmarks/results/mapping.json.
 """
 from __future__ import annotations
@@ -73,7 +75,7 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_mode(npz: str, mode: str, weights: str | None) -> dict:
+def run_mode(npz: str, mode: str, weights: str | None, segmenter: str = "oracle") -> dict:
     """Map the cached stream in this process; returns metrics (called in a fresh process)."""
     from gnesf_ros.pipeline import Mapper
 
@@ -81,7 +83,7 @@ def run_mode(npz: str, mode: str, weights: str | None) -> dict:
         z = {k: f[k] for k in f.files}
     rss_start = _rss_mb()
     cfg = MapperConfig(mode=mode)
-    cfg.segmenter.backend = "oracle"
+    cfg.segmenter.backend = segmenter
     if weights:
         cfg.model.weights = weights
     mapper = Mapper(cfg)
@@ -176,8 +178,9 @@ def run_open3d(npz: str) -> dict:
             "peak_rss_mb": rss_mapping, "rss_after_loading_mb": rss_start}
 
 
-def in_subprocess(npz: Path, mode: str, weights: str | None) -> dict:
-    cmd = [sys.executable, __file__, "--worker", str(npz), mode] + (["--weights", weights] if weights else [])
+def in_subprocess(npz: Path, mode: str, weights: str | None, segmenter: str = "oracle") -> dict:
+    cmd = [sys.executable, __file__, "--worker", str(npz), mode, "--segmenter", segmenter] + \
+        (["--weights", weights] if weights else [])
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
     if out.returncode != 0:
         return {"mode": mode, "error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
@@ -190,7 +193,7 @@ def fmt(x, d=3):
 
 
 def markdown(results: dict) -> str:
-    lines = ["## Mapping quality and speed (synthetic test scenes, 240x320, noisy oracle segmenter)", "",
+    lines = [f"## Mapping quality and speed (synthetic test scenes, 240x320, segmenter: {results['args']['segmenter']})", "",
              "| scene | mode | 3D mIoU | F-score@5cm | ms/keyframe | segment ms/kf | integrate ms/kf | x real time (30 Hz) | render ms p50 | peak RSS MB (after loading) | integrate time / Open3D |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for scene, rows in results["scenes"].items():
@@ -225,12 +228,14 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=300, help="frames at 30 Hz per room")
     ap.add_argument("--rooms", type=int, nargs="+", default=[1, 2, 4], help="scaling runs")
     ap.add_argument("--weights", default=None, help="GNeSF weights: adds the rgb and rgbd modes")
+    ap.add_argument("--segmenter", choices=("oracle", "mask2former"), default="oracle",
+                    help="2D segmenter in the loop (mask2former: the shipped checkpoint; for timing)")
     ap.add_argument("--out", default=str(RESULTS / "mapping.json"))
     ap.add_argument("--worker", nargs=2, metavar=("NPZ", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         npz, mode = args.worker
-        res = run_open3d(npz) if mode == "open3d" else run_mode(npz, mode, args.weights)
+        res = run_open3d(npz) if mode == "open3d" else run_mode(npz, mode, args.weights, args.segmenter)
         print(json.dumps(res, default=float))
         return
     weights = args.weights if args.weights and Path(args.weights).is_file() else None
@@ -242,7 +247,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             npz = render_scene(seed, 1, args.frames, Path(tmp), need_rgb=bool(weights))
-            results["scenes"][str(seed)] = [in_subprocess(npz, m, weights) for m in modes]
+            results["scenes"][str(seed)] = [in_subprocess(npz, m, weights, args.segmenter) for m in modes]
         for rooms in args.rooms:
             npz = render_scene(args.seeds[0], rooms, args.frames, Path(tmp), need_rgb=False)
             results["scaling"][str(rooms)] = in_subprocess(npz, "baseline_bayesian", None)
