@@ -17,7 +17,6 @@ import itertools
 import logging
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 log = logging.getLogger(__name__)
