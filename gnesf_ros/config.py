@@ -73,7 +73,7 @@ class ModelConfig:
     max_fine_voxels: int = 400000  # cap on finest-level voxels (most occupied parents win)
     vote_hidden: int = 32  # voting MLP width
     vis_samples: int = 32  # SDF samples per (view, voxel) segment for the visibility test
-    vote_band_vox: float = 2.0  # rgbd: voting runs on the depth-map voxels with |sdf| <= this (voxels); they carry the surface labels
+    vote_band_vox: float = 2.0  # rgbd: the network votes on the depth-map voxels with |sdf| <= this (voxels); other corners of surface-crossing cells get the mean of the seeing views
     vis_near_m: float = 0.05  # visibility walk starts this far in front of the camera
     rgbd_visibility: str = "depth"  # rgbd prob_vis occlusion test: depth (z-test against the frames' depth maps) | sdf (walk the fused SDF)
     render_samples: int = 128  # uniform samples per rendered ray

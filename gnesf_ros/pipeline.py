@@ -174,8 +174,10 @@ class Mapper:
             fused = self._integrate_depth(fragment, None if mode == "rgbd" else probs)
             t = lap("integrate", t)
         if mode == "rgbd":
+            # the network votes on the voxels within model.vote_band_vox of the surface; the other
+            # corners of surface-crossing cells (mesh vertices read them) get the mean of the seeing views
             band = self.cfg.model.vote_band_vox * self.map.voxel_size
-            coords, sdf = self.map.voxels_near_surface(fragment.bounds, band_m=band)
+            coords, sdf = self.map.voxels_near_surface(fragment.bounds, band, crossings=True)
             if len(coords):
                 cls, sem_w = self.model.vote_semantics(fragment, probs, coords, sdf, self.map.voxel_size)
                 t = lap("model", t)

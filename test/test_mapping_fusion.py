@@ -186,3 +186,23 @@ def test_voxels_near_surface_with_bounds():
     c, d = m.voxels_near_surface(bounds, band_m=0.05)
     assert sorted(map(tuple, c)) == [(20, 0, 0), (21, 0, 0)]
     assert d[np.argsort(c[:, 0])].tolist() == pytest.approx([-0.02, 0.0])
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_voxels_near_surface_adds_the_corners_of_surface_crossing_cells(dense, monkeypatch):
+    import gnesf_ros.mapping.voxel_map as vm
+
+    if not dense:  # force the sorted-key look-up
+        monkeypatch.setattr(vm, "_DENSE_LOOKUP_MAX_CELLS", 0)
+    m = SemanticVoxelMap()
+    # along x a projective jump across the surface: +0.10 next to -0.02 (a mesh vertex between them);
+    # at y = 5 a far voxel (+0.10) whose neighbours all have its sign
+    coords = [[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0], [0, 5, 0], [1, 5, 0], [2, 5, 0]]
+    sdf = [0.12, 0.10, -0.02, -0.12, 0.12, 0.10, 0.03]
+    m.integrate(result(coords, sdf, [onehot(1)] * len(coords), [1.0] * len(coords)))
+    c, _ = m.voxels_near_surface(band_m=0.05)
+    assert sorted(map(tuple, c)) == [(2, 0, 0), (2, 5, 0)]
+    c, d = m.voxels_near_surface(band_m=0.05, crossings=True)
+    # the crossing's far corner joins; (3, 0, 0) is negative like its neighbour; (1, 5, 0) has no sign change
+    assert sorted(map(tuple, c)) == [(1, 0, 0), (2, 0, 0), (2, 5, 0)]
+    assert dict(zip(map(tuple, c), d))[(1, 0, 0)] == pytest.approx(0.10)

@@ -134,6 +134,13 @@ def test_vote_semantics_on_given_geometry(window):
     assert len(averaged) > 0
     mean = (p_views * seen[..., None]).sum(0) / seen.sum(0).clamp(min=1)[:, None]
     assert np.allclose(probs[averaged], mean.numpy()[averaged] / mean.numpy()[averaged].sum(1, keepdims=True), atol=1e-5)
+    # voxels beyond model.vote_band_vox (2 x 0.08 m) are not voted on by the network: plain mean
+    far_sdf = sdf_m.copy()
+    far_sdf[::3] = 0.2
+    probs_far, _ = model.vote_semantics(frag, win.probs, coords, far_sdf, 0.08, variant="prob")
+    far = np.flatnonzero((np.arange(len(coords)) % 3 == 0) & (n_seen >= 1))
+    assert len(far) > 50 and model.vote_counts["averaged"] >= len(far)
+    assert np.allclose(probs_far[far], mean.numpy()[far] / mean.numpy()[far].sum(1, keepdims=True), atol=1e-5)
     model.cfg.rgbd_visibility = "sdf"
     _, weight_vis = model.vote_semantics(frag, win.probs, coords, sdf_m, 0.08, variant="prob_vis")
     assert (weight_vis <= weight).all()

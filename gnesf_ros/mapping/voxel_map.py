@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 UNKNOWN_COLOR = (128, 128, 128)
 EVICTIONS = ("farthest", "stale")
+_DENSE_LOOKUP_MAX_CELLS = 1 << 24  # neighbour look-ups: dense int32 index grid up to this many cells (64 MB)
 _DEPTH_CHUNK_BLOCKS = 512  # depth integration works on this many blocks (262k voxels) at a time
 COUNTERS = ("fragments_integrated", "empty_results", "voxels_fused", "nan_voxels_skipped",
             "out_of_range_voxels_skipped", "frames_integrated", "frames_skipped_no_depth",
@@ -186,16 +187,52 @@ class SemanticVoxelMap:
         self._enforce_cap()
         return int(fused)
 
-    def voxels_near_surface(self, bounds: np.ndarray | None = None, band_m: float | None = None
-                            ) -> tuple[np.ndarray, np.ndarray]:
+    def voxels_near_surface(self, bounds: np.ndarray | None = None, band_m: float | None = None,
+                            crossings: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Observed voxels with |sdf| <= band_m (default: truncation) inside the 2x3 AABB
-        ``bounds`` (metres, optional): (coords Mx3 int32, sdf M float32 metres)."""
+        ``bounds`` (metres, optional): (coords Mx3 int32, sdf M float32 metres). crossings: also
+        the observed voxels farther out that share an axis edge with an observed voxel of the
+        opposite SDF sign: the corners marching cubes reads for a mesh vertex (projective TSDF
+        jumps across surfaces seen at grazing angles)."""
         coords, sdf, _, _ = self._observed(bounds)
         keep = np.abs(sdf) <= (self.trunc_m if band_m is None else band_m)
+        if crossings and not keep.all():
+            keep |= self._sign_change_to_neighbour(coords, sdf, np.flatnonzero(~keep))
         if bounds is not None:
             c = (coords + 0.5) * self.voxel_size
             keep &= (c >= bounds[0]).all(1) & (c <= bounds[1]).all(1)
         return coords[keep].astype(np.int32), sdf[keep]
+
+    @staticmethod
+    def _sign_change_to_neighbour(coords: np.ndarray, sdf: np.ndarray, cand: np.ndarray) -> np.ndarray:
+        """N bool: voxel i (of ``cand``) has an axis neighbour among ``coords`` with the other SDF sign.
+        Neighbours are looked up in a dense index grid over the voxels' bounding box (a fragment's
+        region: a few MB), or by sorted keys when that box is too large."""
+        lo = coords.min(0) - 1
+        dims = coords.max(0) + 2 - lo
+        positive = sdf >= 0
+        out = np.zeros(len(coords), bool)
+        if int(np.prod(dims)) <= _DENSE_LOOKUP_MAX_CELLS:
+            strides = np.array([dims[1] * dims[2], dims[2], 1])
+            grid = np.full(int(np.prod(dims)), -1, np.int32)
+            grid[(coords - lo) @ strides] = np.arange(len(coords))
+            flat = (coords[cand] - lo) @ strides  # the one-voxel margin keeps +-1 steps inside the box
+            lookups = [grid[flat + sign * st] for st in strides for sign in (-1, 1)]
+        else:
+            keys = pack_block_keys(coords)  # the block key packing serves voxel coords too (< 2^20)
+            order = np.argsort(keys)
+            sorted_keys = keys[order]
+            lookups = []
+            for axis in range(3):
+                for step in (-1, 1):
+                    q = coords[cand].copy()
+                    q[:, axis] += step
+                    qk = pack_block_keys(q)
+                    pos = np.minimum(np.searchsorted(sorted_keys, qk), len(sorted_keys) - 1)
+                    lookups.append(np.where(sorted_keys[pos] == qk, order[pos], -1))
+        for nb in lookups:
+            out[cand] |= (nb >= 0) & (positive[nb] != positive[cand])
+        return out
 
     # -- internals -------------------------------------------------------------------------
     def _voxel_flat_index(self, coords: np.ndarray, allocate: bool) -> np.ndarray:

@@ -213,9 +213,11 @@ class GNeSF(nn.Module):
                        voxel_size: float, variant: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Semantics on given geometry (rgbd mode): coords M x 3 int32 global voxels, sdf M metres.
 
-        The fragment cube is centred on the given voxels that lie in some view. Voxels outside it or seen by fewer than
-        min_views views cannot be voted on: they get the plain mean of the probabilities of the views
-        that see them (uniform votes); voxels no view sees get uniform probabilities and weight 0.
+        The network votes on the voxels within ``model.vote_band_vox`` of the surface; the fragment cube
+        is centred on those that lie in some view. Voxels farther from the surface (the rest of the
+        truncation band, which mesh vertices also read), outside the cube or seen by fewer than
+        min_views views get the plain mean of the probabilities of the views that see them (uniform
+        votes); voxels no view sees get uniform probabilities and weight 0.
         ``vote_counts`` then holds {"voted", "averaged", "unseen"}. prob_vis occlusion: a z-test
         against the frames' depth maps (model.rgbd_visibility "depth", when every frame has depth),
         else the SDF walk on the given geometry."""
@@ -245,12 +247,13 @@ class GNeSF(nn.Module):
         if not len(c):
             return out, weight
         d = self.cfg.volume_size_vox
-        enc = self.encode(views, origin_index=self._place_on(c), fine=False)  # the finest level runs on c below
+        near = sdf_t.abs() <= self.cfg.vote_band_vox * voxel_size  # the network votes on these
+        enc = self.encode(views, origin_index=self._place_on(c[near] if near.any() else c), fine=False)
         origin = enc.geo.origin_index
         local = c - origin
         inside = ((local >= 0) & (local < d)).all(1)
         fine = self.geometry.sparse_level(enc.maps[2], views.K, views.T_world_cam, views.size, origin,
-                                          self.cfg.voxel_size_m, enc.geo.levels[1], local[inside])
+                                          self.cfg.voxel_size_m, enc.geo.levels[1], local[inside & near])
         field = SdfField.from_voxels(c[inside], sdf_t[inside], origin, d, self.cfg.voxel_size_m, self.trunc_m(2))
         rows = VoxelHash(fine.coords).lookup(c)
         sel_np = sel.cpu().numpy()
