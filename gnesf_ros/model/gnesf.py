@@ -214,10 +214,10 @@ class GNeSF(nn.Module):
         """Semantics on given geometry (rgbd mode): coords M x 3 int32 global voxels, sdf M metres.
 
         The network votes on the voxels within ``model.vote_band_vox`` of the surface; the fragment cube
-        is centred on those that lie in some view. Voxels farther from the surface (the rest of the
-        truncation band, which mesh vertices also read), outside the cube or seen by fewer than
-        min_views views get the plain mean of the probabilities of the views that see them (uniform
-        votes); voxels no view sees get uniform probabilities and weight 0.
+        is centred on those that lie in some view. Voxels farther from the surface (the Mapper passes
+        the far corners of surface-crossing cells, which mesh vertices also read), outside the cube or
+        seen by fewer than min_views views get the plain mean of the probabilities of the views that
+        see them (uniform votes); voxels no view sees get uniform probabilities and weight 0.
         ``vote_counts`` then holds {"voted", "averaged", "unseen"}. prob_vis occlusion: a z-test
         against the frames' depth maps (model.rgbd_visibility "depth", when every frame has depth),
         else the SDF walk on the given geometry."""
