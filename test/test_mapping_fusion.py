@@ -192,7 +192,7 @@ def test_voxels_near_surface_with_bounds():
 def test_voxels_near_surface_adds_the_corners_of_surface_crossing_cells(dense, monkeypatch):
     import gnesf_ros.mapping.voxel_map as vm
 
-    if not dense:  # force the sorted-key look-up
+    if not dense:  # force the look-up in the map's block hash
         monkeypatch.setattr(vm, "_DENSE_LOOKUP_MAX_CELLS", 0)
     m = SemanticVoxelMap()
     # along x a projective jump across the surface: +0.10 next to -0.02 (a mesh vertex between them);

@@ -203,11 +203,10 @@ class SemanticVoxelMap:
             keep &= (c >= bounds[0]).all(1) & (c <= bounds[1]).all(1)
         return coords[keep].astype(np.int32), sdf[keep]
 
-    @staticmethod
-    def _sign_change_to_neighbour(coords: np.ndarray, sdf: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    def _sign_change_to_neighbour(self, coords: np.ndarray, sdf: np.ndarray, cand: np.ndarray) -> np.ndarray:
         """N bool: voxel i (of ``cand``) has an axis neighbour among ``coords`` with the other SDF sign.
         Neighbours are looked up in a dense index grid over the voxels' bounding box (a fragment's
-        region: a few MB), or by sorted keys when that box is too large."""
+        region: a few MB; 2x faster than the map's block hash), else in the map's block hash."""
         lo = coords.min(0) - 1
         dims = coords.max(0) + 2 - lo
         positive = sdf >= 0
@@ -217,21 +216,17 @@ class SemanticVoxelMap:
             grid = np.full(int(np.prod(dims)), -1, np.int32)
             grid[(coords - lo) @ strides] = np.arange(len(coords))
             flat = (coords[cand] - lo) @ strides  # the one-voxel margin keeps +-1 steps inside the box
-            lookups = [grid[flat + sign * st] for st in strides for sign in (-1, 1)]
-        else:
-            keys = pack_block_keys(coords)  # the block key packing serves voxel coords too (< 2^20)
-            order = np.argsort(keys)
-            sorted_keys = keys[order]
-            lookups = []
-            for axis in range(3):
-                for step in (-1, 1):
-                    q = coords[cand].copy()
-                    q[:, axis] += step
-                    qk = pack_block_keys(q)
-                    pos = np.minimum(np.searchsorted(sorted_keys, qk), len(sorted_keys) - 1)
-                    lookups.append(np.where(sorted_keys[pos] == qk, order[pos], -1))
-        for nb in lookups:
-            out[cand] |= (nb >= 0) & (positive[nb] != positive[cand])
+            for nb in (grid[flat + sign * st] for st in strides for sign in (-1, 1)):
+                out[cand] |= (nb >= 0) & (positive[nb] != positive[cand])
+            return out
+        map_sdf, map_weight = self.store.sdf.reshape(-1), self.store.weight.reshape(-1)
+        for axis in range(3):
+            for step in (-1, 1):
+                q = coords[cand].copy()
+                q[:, axis] += step
+                flat = self._voxel_flat_index(q, allocate=False)  # < 0: the neighbour's block is absent
+                ok = flat >= 0
+                out[cand[ok]] |= (map_weight[flat[ok]] > 0) & ((map_sdf[flat[ok]] >= 0) != positive[cand[ok]])
         return out
 
     # -- internals -------------------------------------------------------------------------
