@@ -105,6 +105,17 @@ def main() -> None:
                                          indent=1))
 
 
+def rgb_forward(model: GNeSF, win: dict, device, gt_occ):
+    """predict_fragment's work on the window: encode + prob_vis semantics of the kept finest voxels
+    -> (encoded, finest level, kept rows, class probabilities)."""
+    views = Views.from_arrays(win["rgb"], win["probs"], win["K"], win["T"], device)
+    enc = model.encode(views, gt_occ)
+    fine = enc.geo.levels[2]
+    keep = torch.nonzero(fine.keep)[:, 0]
+    cls, _ = model.semantics(views, fine, keep, enc.sdf, "prob_vis")
+    return enc, fine, keep, cls
+
+
 def time_rgb(model: GNeSF, win: dict, repeats: int, device: str, gt_occ, gt_ms: list) -> tuple[list, dict]:
     """predict_fragment's stages (encode + prob_vis semantics) per run."""
     rows, counts = [], {}
@@ -112,11 +123,7 @@ def time_rgb(model: GNeSF, win: dict, repeats: int, device: str, gt_occ, gt_ms: 
         with torch.no_grad():
             gt_ms[0] = 0.0
             t0 = time.perf_counter()
-            views = Views.from_arrays(win["rgb"], win["probs"], win["K"], win["T"], device)
-            enc = model.encode(views, gt_occ)
-            fine = enc.geo.levels[2]
-            keep = torch.nonzero(fine.keep)[:, 0]
-            model.semantics(views, fine, keep, enc.sdf, "prob_vis")
+            enc, fine, keep, _ = rgb_forward(model, win, device, gt_occ)
             if device != "cpu":
                 torch.cuda.synchronize()
             r = dict(model.timings, total=1e3 * (time.perf_counter() - t0) - gt_ms[0])
@@ -171,13 +178,8 @@ def compare_with_cpu(model: GNeSF, win: dict, pruning: str, gt_occ) -> dict:
                 "argmax_agree": float((a.argmax(1) == b.argmax(1))[seen].mean())}
     out = []
     for m in (model, cpu):
-        dev = next(m.parameters()).device
         with torch.no_grad():
-            views = Views.from_arrays(win["rgb"], win["probs"], win["K"], win["T"], dev)
-            enc = m.encode(views, gt_occ)
-            fine = enc.geo.levels[2]
-            keep = torch.nonzero(fine.keep)[:, 0]
-            cls, _ = m.semantics(views, fine, keep, enc.sdf, "prob_vis")
+            _, fine, keep, cls = rgb_forward(m, win, next(m.parameters()).device, gt_occ)
         out.append({tuple(c): p for c, p in zip(fine.coords[keep].cpu().numpy().tolist(), cls.cpu().numpy())})
     common = out[0].keys() & out[1].keys()
     a = np.array([out[0][k] for k in common]).reshape(-1, model.num_classes)

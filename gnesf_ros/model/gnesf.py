@@ -258,17 +258,17 @@ class GNeSF(nn.Module):
         rows = VoxelHash(fine.coords).lookup(c)
         sel_np = sel.cpu().numpy()
         hit = torch.nonzero(rows >= 0)[:, 0]
+        voted_at = sel_np[hit.cpu().numpy()]  # rows of the outputs
         if hit.numel():
             cls, w = self.semantics(views, fine, rows[hit], field, mode)
-            out[sel_np[hit.cpu().numpy()]] = cls.cpu().numpy()
-            weight[sel_np[hit.cpu().numpy()]] = w.cpu().numpy()
+            out[voted_at], weight[voted_at] = cls.cpu().numpy(), w.cpu().numpy()
         rest = torch.nonzero(rows < 0)[:, 0]
+        averaged_at = sel_np[rest.cpu().numpy()]
         if rest.numel():
             cls, w = self.average_views(views, (c[rest].to(torch.float32) + 0.5) * voxel_size,
                                         mode in WITH_VISIBILITY)
-            out[sel_np[rest.cpu().numpy()]] = cls.cpu().numpy()
-            weight[sel_np[rest.cpu().numpy()]] = w.cpu().numpy()
-        averaged = int(weight[sel_np[rest.cpu().numpy()]].sum())
+            out[averaged_at], weight[averaged_at] = cls.cpu().numpy(), w.cpu().numpy()
+        averaged = int(weight[averaged_at].sum())
         self.vote_counts = {"voted": int(weight.sum()) - averaged, "averaged": averaged,
                             "unseen": int((weight == 0).sum())}
         return out, weight
