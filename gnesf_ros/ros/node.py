@@ -24,7 +24,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
@@ -181,8 +181,8 @@ class MappingNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         c = self.node_cfg
-        qos = qos_profile_sensor_data if c.input_qos == "sensor_data" else QoSProfile(
-            depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        qos = QoSProfile(depth=c.input_qos_depth, reliability=ReliabilityPolicy.BEST_EFFORT
+                         if c.input_qos == "sensor_data" else ReliabilityPolicy.RELIABLE)
         use_depth = c.use_depth and self.mapper_cfg.mode != "rgb"
         use_seg = self.mapper_cfg.segmenter.backend == "external"
         self.sync = ApproximateSync(use_depth=use_depth, slop_s=c.sync_slop_s, max_wait_s=c.tf_timeout_s,
