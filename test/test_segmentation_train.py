@@ -40,3 +40,64 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_main([])
     assert size_arg(32)("320x240") == (240, 320)
+
+
+def test_views_folder_matches_the_renderer_and_trains(tmp_path):
+    from gnesf_ros.classes import default_class_table
+    from gnesf_ros.segmentation.train import export_views, render_views
+
+    size, table = (64, 96), default_class_table()
+    meta = export_views(tmp_path / "views", [3, 4], 2, size, table, progress=False)
+    assert meta["views"] == len(list((tmp_path / "views").glob("*.jpg"))) == len(list((tmp_path / "views").glob("*.png")))
+    cfg = SegmenterTrainConfig(out=str(tmp_path / "seg"), steps=2, size=size, batch_size=2, eval_scenes=0,
+                               views_dir=str(tmp_path / "views"), scale_jitter=0.0)
+    from gnesf_ros.segmentation.train import FolderViews
+
+    folder = FolderViews(cfg, table, np.random.default_rng(0))
+    rendered = [v for s in (3, 4) for v in render_views(s, 2, size, table)]
+    stored = [v for scene in folder.scenes for v in scene]
+    assert folder.seeds_used == [3, 4] and len(stored) == len(rendered) == meta["views"]
+    for (rgb, labels), view in zip(stored, rendered):
+        np.testing.assert_array_equal(labels, view.labels)  # labels lossless
+        assert np.abs(rgb.astype(int) - view.rgb).mean() < 4.0  # JPEG q95, RGB order kept
+    summary = train_segmenter(cfg, progress=False)
+    assert summary["train_seeds_used"] == [3, 4] and np.isfinite(summary["final_loss"])
+    assert "segmenter-views --out DIR --first-seed 3 --scenes 2 --views 2" in (tmp_path / "seg" / "MODEL_CARD.md").read_text()
+
+
+def test_views_folder_errors_name_the_problem(tmp_path, capsys):
+    from gnesf_ros.segmentation.train import export_views
+
+    export_views(tmp_path / "views", [3], 1, (64, 96), progress=False)
+    assert train_main(["segmenter", "--views", str(tmp_path / "views"), "--size", "320x240", "--out",
+                       str(tmp_path / "seg"), "--steps", "1"]) == 2
+    assert "views are 96x64, training size is 320x240" in capsys.readouterr().err
+    assert train_main(["segmenter", "--views", str(tmp_path / "none"), "--out", str(tmp_path / "seg"), "--steps", "1"]) == 2
+    assert "not a views folder" in capsys.readouterr().err
+    assert train_main(["segmenter-views", "--out", str(tmp_path / "v2"), "--scenes", "0"]) == 2
+
+
+def test_augment_keeps_size_and_labels():
+    from gnesf_ros.segmentation.train import augment
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(12, dtype=np.uint8)[None].repeat(8, 1), 40, 0)  # 40 x 96, columns of classes
+    rgb = np.dstack([labels * 20] * 3).astype(np.uint8)
+    for _ in range(20):
+        out_rgb, out_labels = augment(rgb, labels, rng, 0.5)
+        assert out_rgb.shape == rgb.shape and out_labels.shape == labels.shape
+        assert set(np.unique(out_labels)) <= set(range(12))  # nearest resampling: no blended classes
+        assert (np.diff(out_labels.astype(int), axis=0) == 0).all()  # a crop, not a rotation
+    flat = np.full((40, 96), 7, np.uint8)
+    assert (augment(rgb, flat, rng, 0.5)[1] == 7).all()
+
+
+def test_max_minutes_only_shortens_the_run():
+    from gnesf_ros.segmentation.train import _fit_steps_to_time
+
+    cfg = SegmenterTrainConfig(steps=10_000, max_minutes=1.0)
+    _fit_steps_to_time(cfg, step=100, per_step=0.1, elapsed_s=10.0)
+    assert cfg.steps == 100 + 500  # 50 s left at 0.1 s a step
+    cfg = SegmenterTrainConfig(steps=300, max_minutes=1.0)
+    _fit_steps_to_time(cfg, step=100, per_step=0.1, elapsed_s=10.0)
+    assert cfg.steps == 300

@@ -1,6 +1,8 @@
 """``gnesf-train``: training entry points, one subcommand each.
 
     gnesf-train segmenter --out models/segmenter --steps 1200 --size 320x240 [--resume]
+    gnesf-train segmenter-views --out data/seg_views --scenes 120 --views 10   (render once, train elsewhere)
+    gnesf-train segmenter --views data/seg_views --device cuda --batch-size 16 --steps 20000 --max-minutes 7
 
 Add a subcommand by writing ``_add_<name>(subparsers)`` that sets ``func`` and listing it in
 ``SUBCOMMANDS``.
@@ -20,9 +22,15 @@ def _run_segmenter(args: argparse.Namespace) -> int:
 
     if args.steps < 1 or args.batch_size < 1:
         raise ConfigError("--steps and --batch-size must be >= 1")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {args.device}: this torch build sees no CUDA device (use --device cpu)")
     cfg = SegmenterTrainConfig(out=args.out, steps=args.steps, size=args.size, batch_size=args.batch_size,
                                lr=args.lr, save_every=args.save_every, seed=args.seed, threads=args.threads,
-                               eval_scenes=args.eval_scenes)
+                               eval_scenes=args.eval_scenes, views_dir=args.views or "", device=args.device,
+                               max_minutes=args.max_minutes, scale_jitter=args.scale_jitter)
     summary = train_segmenter(cfg, resume=args.resume)
     ev = summary.get("eval")
     result = {"out": args.out, "steps": summary["steps"], "final_loss": summary["final_loss"]}
@@ -46,7 +54,41 @@ def _add_segmenter(sub) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--eval-scenes", type=int, default=4, help="held-out test scenes measured at the end (0: skip)")
     p.add_argument("--resume", action="store_true", help="continue from the state saved in --out")
+    p.add_argument("--views", default=None, help="train on a folder written by segmenter-views instead of "
+                                                 "rendering train scenes on the fly (no Open3D needed)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: %(default)s)")
+    p.add_argument("--max-minutes", type=float, default=0.0,
+                   help="lower --steps so that training ends within this wall time, from the speed of steps "
+                        "20-100 (0: off)")
+    p.add_argument("--scale-jitter", type=float, default=0.25,
+                   help="random crops of (1 - this) to 100 %% of the view, resized back (default: %(default)s)")
     p.set_defaults(func=_run_segmenter)
+
+
+def _run_segmenter_views(args: argparse.Namespace) -> int:
+    from gnesf_ros.segmentation.train import export_views, seed_range
+
+    train = seed_range("train")
+    if args.scenes < 1 or args.views < 1 or not 0 <= args.first_seed <= train.stop - args.scenes:
+        raise ConfigError(f"--scenes/--views must be >= 1 and the seeds inside the train split {train.start}-"
+                          f"{train.stop - 1}")
+    seeds = list(range(args.first_seed, args.first_seed + args.scenes))
+    meta = export_views(args.out, seeds, args.views, args.size, workers=args.workers)
+    print(json.dumps({"out": args.out, "views": meta["views"], "scenes": len(seeds)}))
+    return 0
+
+
+def _add_segmenter_views(sub) -> None:
+    p = sub.add_parser("segmenter-views", help="render training views for the segmenter into a folder",
+                       description="Render views of synthetic train scenes (RGB JPEG + label PNG) for "
+                                   "`gnesf-train segmenter --views`, e.g. to train on a machine without Open3D.")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--scenes", type=int, default=120, help="number of train scenes (default: %(default)s)")
+    p.add_argument("--first-seed", type=int, default=0, help="first train seed (default: %(default)s)")
+    p.add_argument("--views", type=int, default=10, help="views per scene (default: %(default)s)")
+    p.add_argument("--size", type=size_arg(32), default=(240, 320), help="view size WxH (default: 320x240)")
+    p.add_argument("--workers", type=int, default=2, help="rendering processes (default: %(default)s)")
+    p.set_defaults(func=_run_segmenter_views)
 
 
 def _add_gnesf(sub) -> None:
@@ -63,7 +105,7 @@ def _add_gnesf(sub) -> None:
     p.set_defaults(func=lambda args: __import__("gnesf_ros.model.train", fromlist=["main"]).main(args))
 
 
-SUBCOMMANDS = (_add_segmenter, _add_gnesf)
+SUBCOMMANDS = (_add_segmenter, _add_segmenter_views, _add_gnesf)
 
 
 def build_parser() -> argparse.ArgumentParser:

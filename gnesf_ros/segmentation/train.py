@@ -7,7 +7,11 @@ own (Hungarian matching, class CE + mask BCE + dice), obtained by passing per-cl
 (``mask_labels``) and their classes (``class_labels``) to the HF model.
 
 Data: views rendered on the fly from ``gnesf_ros.data.synthetic`` scenes with train seeds; a pool
-of views from a few scenes is kept and one scene is replaced every ``scene_every`` steps.
+of views from a few scenes is kept and one scene is replaced every ``scene_every`` steps. Or a
+folder of views rendered beforehand (``export_views``, ``gnesf-train segmenter-views``): training
+then needs neither Open3D nor the renderer's CPU time, e.g. on a GPU machine (``device``).
+Augmentation: horizontal flip, a random crop of ``1 - scale_jitter`` to 100 % of the view resized
+back, brightness / contrast jitter. A background thread prepares the next batches.
 The output directory is a regular checkpoint (config.json, model.safetensors,
 preprocessor_config.json) plus ``train_state.pt`` (optimiser, step, RNG) for ``--resume``.
 """
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,6 +55,10 @@ class SegmenterTrainConfig:
     threads: int = 1
     eval_scenes: int = 4  # held-out test scenes measured at the end (0 = skip)
     eval_views: int = 8
+    views_dir: str = ""  # folder of pre-rendered views (export_views); '' = render train scenes on the fly
+    device: str = "cpu"  # torch device of the model ("cuda" on a GPU machine)
+    max_minutes: float = 0.0  # > 0: lower `steps` so the loop ends within this wall time (steps 20-100 timed)
+    scale_jitter: float = 0.25  # random crop of (1 - this) to 100 % of each side, resized back; 0 = off
 
 
 def small_config(class_names: tuple[str, ...] | list[str], embed_dim: int = 32, hidden: int = 64,
@@ -96,7 +106,48 @@ def seed_range(split: str) -> range:
     return SEED_RANGES[split]
 
 
-class ViewPool:
+def augment(rgb: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+            scale_jitter: float) -> tuple[np.ndarray, np.ndarray]:
+    """Flip, random crop resized back to the view size (labels: nearest), brightness / contrast jitter."""
+    import cv2
+
+    if rng.random() < 0.5:  # horizontal flip
+        rgb, labels = rgb[:, ::-1], labels[:, ::-1]
+    if scale_jitter > 0:
+        h, w = labels.shape
+        f = rng.uniform(1.0 - scale_jitter, 1.0)
+        ch, cw = max(int(round(h * f)), 1), max(int(round(w * f)), 1)
+        y, x = rng.integers(h - ch + 1), rng.integers(w - cw + 1)
+        rgb = cv2.resize(np.ascontiguousarray(rgb[y:y + ch, x:x + cw]), (w, h), interpolation=cv2.INTER_LINEAR)
+        labels = cv2.resize(np.ascontiguousarray(labels[y:y + ch, x:x + cw]), (w, h), interpolation=cv2.INTER_NEAREST)
+    gain = rng.uniform(0.75, 1.25)
+    bias = rng.uniform(-20, 20)
+    rgb = np.clip(rgb.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(rgb), np.ascontiguousarray(labels)
+
+
+class _Views:
+    """Sampling of augmented training views; subclasses fill ``self.scenes`` (lists of (rgb, labels))."""
+
+    cfg: SegmenterTrainConfig
+    rng: np.random.Generator
+    scenes: list[list[tuple[np.ndarray, np.ndarray]]]
+    seeds_used: list[int]
+
+    def step(self, step: int) -> None:
+        """Called before each step's batch."""
+
+    def batch(self, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        rgbs, labels = [], []
+        for _ in range(n):
+            scene = self.scenes[self.rng.integers(len(self.scenes))]
+            rgb, lab = augment(*scene[self.rng.integers(len(scene))], self.rng, self.cfg.scale_jitter)
+            rgbs.append(rgb)
+            labels.append(lab)
+        return rgbs, labels
+
+
+class ViewPool(_Views):
     """Views of a few training scenes; one scene is swapped for a new seed every ``scene_every`` steps."""
 
     def __init__(self, cfg: SegmenterTrainConfig, table: ClassTable, rng: np.random.Generator):
@@ -104,8 +155,8 @@ class ViewPool:
         seeds = seed_range("train")
         self.seed_order = rng.permutation(np.array(seeds))
         self.next_seed = 0
-        self.scenes: list[list] = []
-        self.seeds_used: list[int] = []
+        self.scenes = []
+        self.seeds_used = []
         for _ in range(cfg.scene_pool):
             self.scenes.append(self._load_next())
 
@@ -116,26 +167,128 @@ class ViewPool:
             views = render_views(seed, self.cfg.views_per_scene, self.cfg.size, self.table, self.rng)
             self.seeds_used.append(seed)
             if views:
-                return views
+                return [(v.rgb, v.labels) for v in views]
 
     def step(self, step: int) -> None:
         if step > 0 and step % self.cfg.scene_every == 0:
             self.scenes[(step // self.cfg.scene_every) % len(self.scenes)] = self._load_next()
 
-    def batch(self, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        rgbs, labels = [], []
-        for _ in range(n):
-            scene = self.scenes[self.rng.integers(len(self.scenes))]
-            view = scene[self.rng.integers(len(scene))]
-            rgb, lab = view.rgb, view.labels
-            if self.rng.random() < 0.5:  # horizontal flip
-                rgb, lab = rgb[:, ::-1], lab[:, ::-1]
-            gain = self.rng.uniform(0.75, 1.25)  # brightness / contrast jitter
-            bias = self.rng.uniform(-20, 20)
-            rgb = np.clip(rgb.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
-            rgbs.append(np.ascontiguousarray(rgb))
-            labels.append(np.ascontiguousarray(lab))
-        return rgbs, labels
+
+VIEWS_META = "views.json"
+
+
+def export_views(out: str | Path, seeds: list[int], views_per_scene: int, size: tuple[int, int],
+                 table: ClassTable | None = None, workers: int = 1, quality: int = 95,
+                 progress: bool = True) -> dict:
+    """Render ``views_per_scene`` views of each synthetic scene seed into ``out`` for training elsewhere.
+
+    Files: ``s<seed>_<i>.jpg`` (RGB, JPEG ``quality``), ``s<seed>_<i>.png`` (class index, 255 = ignore)
+    and ``views.json`` (size, seeds, class names). -> that metadata.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    import cv2
+    from tqdm import tqdm
+
+    table = table or default_class_table()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with ProcessPoolExecutor(max(workers, 1)) as pool:
+        jobs = [pool.submit(render_views, seed, views_per_scene, size, table) for seed in seeds]
+        for seed, job in tqdm(zip(seeds, jobs), total=len(seeds), desc="rendering views", unit="scene",
+                              disable=not progress):
+            for i, view in enumerate(job.result()):
+                stem = out / f"s{seed:04d}_{i:02d}"
+                cv2.imwrite(str(stem.with_suffix(".jpg")), view.rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+                cv2.imwrite(str(stem.with_suffix(".png")), view.labels)
+                count += 1
+    meta = {"size": list(size), "seeds": [int(s) for s in seeds], "views_per_scene": views_per_scene,
+            "views": count, "jpeg_quality": quality, "classes": list(table.names)}
+    (out / VIEWS_META).write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+class FolderViews(_Views):
+    """All views of an ``export_views`` folder, in memory, grouped by scene."""
+
+    def __init__(self, cfg: SegmenterTrainConfig, table: ClassTable, rng: np.random.Generator):
+        import cv2
+
+        self.cfg, self.rng = cfg, rng
+        folder = Path(cfg.views_dir)
+        if not (folder / VIEWS_META).is_file():
+            raise DataError(f"{folder}: not a views folder (no {VIEWS_META}; write one with gnesf-train segmenter-views)")
+        meta = json.loads((folder / VIEWS_META).read_text())
+        if list(meta["classes"]) != list(table.names):
+            raise DataError(f"{folder}: views were labelled with another class table ({len(meta['classes'])} classes)")
+        if tuple(meta["size"]) != tuple(cfg.size):
+            raise DataError(f"{folder}: views are {meta['size'][1]}x{meta['size'][0]}, training size is "
+                            f"{cfg.size[1]}x{cfg.size[0]} (--size)")
+        by_seed: dict[int, list] = {}
+        for jpg in sorted(folder.glob("s*_*.jpg")):
+            rgb, labels = cv2.imread(str(jpg)), cv2.imread(str(jpg.with_suffix(".png")), cv2.IMREAD_UNCHANGED)
+            if rgb is None or labels is None or labels.shape != rgb.shape[:2]:
+                raise DataError(f"{jpg}: unreadable view or missing / mismatched label image")
+            by_seed.setdefault(int(jpg.stem[1:].split("_")[0]), []).append((rgb[..., ::-1].copy(), labels))
+        if not by_seed:
+            raise DataError(f"{folder}: no views")
+        self.scenes = list(by_seed.values())
+        self.seeds_used = sorted(by_seed)
+        cfg.views_per_scene = int(meta["views_per_scene"])
+        log.info("%d views of %d scenes from %s", sum(map(len, self.scenes)), len(self.scenes), folder)
+
+
+class _Prefetcher:
+    """Prepares processor inputs for steps ``start, start+1, ...`` on a thread (``depth`` batches ahead)."""
+
+    def __init__(self, views: _Views, processor, batch_size: int, start: int, depth: int = 4):
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+
+        def run() -> None:
+            step = start
+            while not self._stop.is_set():
+                try:
+                    views.step(step)
+                    rgbs, labels = views.batch(batch_size)
+                    item = processor(images=rgbs, segmentation_maps=labels, return_tensors="pt")
+                except Exception as e:  # noqa: BLE001 - handed to the training loop, raised there
+                    item = e
+                while not self._stop.is_set():
+                    try:
+                        self._q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if isinstance(item, Exception):
+                    return
+                step += 1
+
+        self._thread = threading.Thread(target=run, name="segmenter-batches", daemon=True)
+        self._thread.start()
+
+    def next(self):
+        item = self._q.get()
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+FIT_FROM, FIT_OVER = 20, 80  # --max-minutes times steps FIT_FROM .. FIT_FROM + FIT_OVER of a run
+
+
+def _fit_steps_to_time(cfg: SegmenterTrainConfig, step: int, per_step: float, elapsed_s: float) -> None:
+    """Lower ``cfg.steps`` so that the loop ends within ``cfg.max_minutes`` at ``per_step`` seconds a step."""
+    fit = step + int((cfg.max_minutes * 60.0 - elapsed_s) / per_step)
+    if fit < cfg.steps:
+        log.info("%.3f s a step: %d steps instead of %d fit in %.1f min", per_step, max(fit, step), cfg.steps,
+                 cfg.max_minutes)
+        cfg.steps = max(fit, step)
 
 
 def _lr_factor(step: int, cfg: SegmenterTrainConfig) -> float:
@@ -156,6 +309,9 @@ def train_segmenter(cfg: SegmenterTrainConfig, resume: bool = False, table: Clas
     table = table or default_class_table()
     out = Path(cfg.out)
     torch.set_num_threads(max(cfg.threads, 1))
+    device = torch.device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     state_path = out / STATE_FILE
@@ -164,7 +320,7 @@ def train_segmenter(cfg: SegmenterTrainConfig, resume: bool = False, table: Clas
         if not state_path.is_file():
             raise ModelError(f"--resume: no training state in {out} (expected {STATE_FILE}); start without --resume")
         model = Mask2FormerForUniversalSegmentation.from_pretrained(out, local_files_only=True)
-        state = torch.load(state_path, weights_only=False)
+        state = torch.load(state_path, weights_only=False, map_location="cpu")
         start = int(state["step"])
         history = state.get("history", [])
         seeds_before = list(state.get("seeds_used", []))
@@ -174,14 +330,14 @@ def train_segmenter(cfg: SegmenterTrainConfig, resume: bool = False, table: Clas
         model = Mask2FormerForUniversalSegmentation(small_config(table.names))
         start, state, seeds_before = 0, None, []
     processor = Mask2FormerImageProcessorPil(size={"height": cfg.size[0], "width": cfg.size[1]}, ignore_index=IGNORE)
-    model.train()
+    model.to(device).train()
     params = sum(p.numel() for p in model.parameters())
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if state is not None:
         optim.load_state_dict(state["optimizer"])
-    pool = ViewPool(cfg, table, rng)
-    log.info("training %.2f M parameters for %d steps (batch %d, %dx%d)", params / 1e6, cfg.steps,
-             cfg.batch_size, *cfg.size)
+    pool = (FolderViews if cfg.views_dir else ViewPool)(cfg, table, rng)
+    log.info("training %.2f M parameters for %d steps (batch %d, %dx%d) on %s", params / 1e6, cfg.steps,
+             cfg.batch_size, *cfg.size, device)
 
     def save(step: int) -> None:
         out.mkdir(parents=True, exist_ok=True)
@@ -192,28 +348,38 @@ def train_segmenter(cfg: SegmenterTrainConfig, resume: bool = False, table: Clas
                     "rng_seed": cfg.seed, "config": asdict(cfg)}, state_path)
 
     t0 = time.time()
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="segmenter", disable=not progress)
-    running = None
-    for step in bar:
-        pool.step(step)
-        rgbs, labels = pool.batch(cfg.batch_size)
-        inputs = processor(images=rgbs, segmentation_maps=labels, return_tensors="pt")
-        for g in optim.param_groups:
-            g["lr"] = cfg.lr * _lr_factor(step, cfg)
-        result = model(pixel_values=inputs["pixel_values"], mask_labels=inputs["mask_labels"],
-                       class_labels=inputs["class_labels"])
-        optim.zero_grad(set_to_none=True)
-        result.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optim.step()
-        loss = float(result.loss.detach())
-        running = loss if running is None else 0.95 * running + 0.05 * loss
-        bar.set_postfix(loss=f"{running:.3f}")
-        if (step + 1) % 20 == 0:
-            history.append({"step": step + 1, "loss": round(running, 4), "time_s": round(time.time() - t0, 1)})
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-            save(step + 1)
-    bar.close()
+    bar = tqdm(initial=start, total=cfg.steps, desc="segmenter", disable=not progress)
+    batches = _Prefetcher(pool, processor, cfg.batch_size, start)
+    running, step = None, start
+    try:
+        while step < cfg.steps:
+            inputs = batches.next()
+            for g in optim.param_groups:
+                g["lr"] = cfg.lr * _lr_factor(step, cfg)
+            result = model(pixel_values=inputs["pixel_values"].to(device),
+                           mask_labels=[m.to(device) for m in inputs["mask_labels"]],
+                           class_labels=[c.to(device) for c in inputs["class_labels"]])
+            optim.zero_grad(set_to_none=True)
+            result.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optim.step()
+            loss = float(result.loss.detach())
+            running = loss if running is None else 0.95 * running + 0.05 * loss
+            step += 1
+            bar.update()
+            bar.set_postfix(loss=f"{running:.3f}")
+            if step == start + FIT_FROM:
+                t_fit = time.time()  # the first steps (allocator / kernel warm-up) are slower: not timed
+            if cfg.max_minutes > 0 and step == start + FIT_FROM + FIT_OVER:
+                _fit_steps_to_time(cfg, step, (time.time() - t_fit) / FIT_OVER, time.time() - t0)
+                bar.total = cfg.steps
+            if step % 20 == 0:
+                history.append({"step": step, "loss": round(running, 4), "time_s": round(time.time() - t0, 1)})
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                save(step)
+    finally:
+        batches.close()
+        bar.close()
     if start >= cfg.steps:
         log.info("already trained for %d steps", start)
     summary = {"steps": cfg.steps, "parameters": params, "train_seeds_used": sorted(set(seeds_before + pool.seeds_used)),
@@ -245,14 +411,21 @@ def write_model_card(out: str | Path, summary: dict) -> Path:
         f"- Architecture: Swin embed 32, depths 1-1-1-1, 64-channel pixel decoder (2 deformable layers), "
         f"16 queries, 2 decoder layers; {summary['parameters'] / 1e6:.2f} M parameters.",
         f"- Labels: id2label = the 20 classes of config/scannet20.yaml (identity remap).",
-        f"- Training data: views rendered on the fly from synthetic scenes (gnesf_ros.data.synthetic), "
-        f"train seeds {', '.join(map(str, seeds))} ({len(seeds)} scenes), {cfg['views_per_scene']} views each, "
-        "flip + brightness jitter.",
+        f"- Training data: views of synthetic scenes (gnesf_ros.data.synthetic), "
+        + (f"rendered beforehand into {cfg['views_dir']} (RGB as JPEG), " if cfg.get("views_dir") else
+           "rendered on the fly, ")
+        + f"train seeds {_seed_list(seeds)} ({len(seeds)} scenes), {cfg['views_per_scene']} views each; "
+        f"flip, {100 * (1 - cfg.get('scale_jitter', 0)):.0f}-100 % crops resized back, brightness jitter.",
         f"- Training: {summary['steps']} steps, batch {cfg['batch_size']}, {w}x{h} input "
         f"(resized by the image processor to multiples of 32), AdamW lr {cfg['lr']:g}, poly decay, Mask2Former losses, "
-        f"1 CPU thread; final smoothed loss {summary['final_loss']:.2f}.",
-        f"- Reproduce: `gnesf-train segmenter --out models/segmenter --steps {summary['steps']} --size {w}x{h}` "
-        "(`--resume` continues from train_state.pt when it is present).",
+        f"on {cfg.get('device', 'cpu')}; final smoothed loss {summary['final_loss']:.2f}.",
+        "- Reproduce: "
+        + (f"`gnesf-train segmenter-views --out DIR --first-seed {seeds[0]} --scenes {len(seeds)} "
+           f"--views {cfg['views_per_scene']} --size {w}x{h}`, then " if cfg.get("views_dir") else "")
+        + f"`gnesf-train segmenter --out models/segmenter --steps {summary['steps']} --size {w}x{h} "
+        f"--batch-size {cfg['batch_size']}" + (" --views DIR" if cfg.get("views_dir") else "")
+        + (f" --device {cfg['device']}" if cfg.get("device", "cpu") != "cpu" else "")
+        + "` (`--resume` continues from train_state.pt when it is present).",
     ]
     if ev:
         lines += ["", f"## 2D result on held-out test scenes (seeds {', '.join(map(str, ev['seeds']))}, "
@@ -266,6 +439,13 @@ def write_model_card(out: str | Path, summary: dict) -> Path:
     path = Path(out) / "MODEL_CARD.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _seed_list(seeds: list[int]) -> str:
+    """'0-119' for a contiguous run, else the seeds comma-separated."""
+    if seeds and list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))) and len(seeds) > 2:
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
 
 
 def miou_on_frames(segmenter, frames: list[Frame], table: ClassTable | None = None) -> dict:
