@@ -16,12 +16,12 @@ def test_pairs_nearest_depth_within_slop():
 def test_colour_waits_for_late_depth_then_times_out():
     s = ApproximateSync(use_depth=True, slop_s=0.01, max_wait_s=0.2)
     s.add_info("K")
-    assert s.add_color(2.0, "c") == []
+    assert s.add_color(2.0, "c") == [] and s.pending == 1
     out = s.add_depth(2.005, "d")
-    assert len(out) == 1 and out[0].depth == "d" and out[0].stamp == 2.0
+    assert len(out) == 1 and out[0].depth == "d" and out[0].stamp == 2.0 and s.pending == 0
     assert s.add_color(3.0, "c_late") == []
     s.add_depth(3.5, "far")  # too far: c_late expires
-    assert s.drops["no_depth"] == 1
+    assert s.drops["no_depth"] == 1 and s.pending == 0
 
 
 def test_without_camera_info_nothing_is_emitted_and_drops_counted():

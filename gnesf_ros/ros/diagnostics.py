@@ -33,12 +33,14 @@ class NodeStats:
         self.logger = logger
         self.log_every_s = log_every_s
         self.arrivals = {t: deque(maxlen=RATE_WINDOW) for t in topics}
+        self.received: Counter[str] = Counter({t: 0 for t in topics})  # messages per input since start
         self.drops: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
         self._last_log: dict[str, float] = {}
 
     def arrived(self, topic: str) -> None:
         self.arrivals[topic].append(time.monotonic())
+        self.received[topic] += 1
 
     def drop(self, reason: str, message: str) -> None:
         """Count a dropped input; log it (throttled per reason)."""

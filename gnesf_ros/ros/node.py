@@ -466,7 +466,9 @@ class MappingNode(LifecycleNode):
     def diagnostics(self) -> dict[str, str]:
         """The key/values of the /diagnostics status (also handy for tests)."""
         kv = {f"{k}_rate_hz": f"{self.stats.rate_hz(k):.2f}" for k in self.stats.arrivals}
+        kv.update({f"{k}_msgs": str(v) for k, v in self.stats.received.items()})
         kv["queue_depth"] = str(self.worker.depth() if self.worker else 0)
+        kv["sync_pending"] = str(self.sync.pending if self.sync is not None else 0)
         kv.update({k: str(self.counts[k]) for k in ("frames_received", "frames_mapped", "time_jump_resets", "flushes")})
         last = self._last_fragment
         kv["last_fragment_ms"] = f"{last['ms']:.1f}"

@@ -47,6 +47,11 @@ class ApproximateSync:
     def use_depth(self) -> bool:
         return "depth" in self._partners
 
+    @property
+    def pending(self) -> int:
+        """Colour images waiting for their partners (or camera_info)."""
+        return len(self._colors)
+
     def add_info(self, msg: Any) -> None:
         self._info = msg
 
