@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 import rclpy
@@ -358,15 +359,8 @@ class MappingNode(LifecycleNode):
                 raise InputRejected("invalid_pose", "transform is not a finite rigid motion")
             frame = to_frame(item, T, self.mapper_cfg.camera, self.node_cfg.max_image_pixels,
                              self.counts["frames_received"], self.mapper.class_table.num_classes)
-            t0 = time.perf_counter()
-            with self._lock:
-                update = self.mapper.add_frame(frame)
-                if update is not None:
-                    self._map_version += 1
+            self._map_step(lambda: self.mapper.add_frame(frame), item.color.header.stamp)
             self.counts["frames_mapped"] += 1
-            if update is not None:
-                self._last_fragment = {"ms": (time.perf_counter() - t0) * 1e3, "wall": time.time()}
-                self._publish_map(item.color.header.stamp)
             self._publish_renders(frame, item.color.header)
         except InputRejected as e:
             self._drop(e.reason, str(e))
@@ -375,17 +369,24 @@ class MappingNode(LifecycleNode):
 
     def _flush(self) -> None:
         try:
-            t0 = time.perf_counter()
-            with self._lock:
-                update = self.mapper.flush()
-                if update is not None:
-                    self._map_version += 1
-            if update is not None:
+            if self._map_step(self.mapper.flush):
                 self.counts["flushes"] += 1
-                self._last_fragment = {"ms": (time.perf_counter() - t0) * 1e3, "wall": time.time()}
-                self._publish_map()
         except Exception as e:  # noqa: BLE001 - as _process: the node keeps running
             self._drop("internal_error", f"flushing the window: {type(e).__name__}: {e}")
+
+    def _map_step(self, step: Callable[[], object | None], stamp=None) -> bool:
+        """Run a mapper call that may map a fragment (under the map lock); if it did, time it and
+        publish the changed map. -> whether the map changed."""
+        t0 = time.perf_counter()
+        with self._lock:
+            update = step()
+            if update is not None:
+                self._map_version += 1
+        if update is None:
+            return False
+        self._last_fragment = {"ms": (time.perf_counter() - t0) * 1e3, "wall": time.time()}
+        self._publish_map(stamp)
+        return True
 
     def _publish_renders(self, frame, header: Header) -> None:
         n = self.node_cfg.render_every_n
