@@ -2,7 +2,7 @@
 
     gnesf-train segmenter --out models/segmenter --steps 1200 --size 320x240 [--resume]
     gnesf-train segmenter-views --out data/seg_views --scenes 120 --views 10   (render once, train elsewhere)
-    gnesf-train segmenter --views data/seg_views --device cuda --batch-size 16 --steps 20000 --max-minutes 7
+    gnesf-train segmenter --views data/seg_views --device cuda --batch-size 16 --loader-threads 4 --steps 20000 --max-minutes 7
 
 Add a subcommand by writing ``_add_<name>(subparsers)`` that sets ``func`` and listing it in
 ``SUBCOMMANDS``.
@@ -30,7 +30,10 @@ def _run_segmenter(args: argparse.Namespace) -> int:
     cfg = SegmenterTrainConfig(out=args.out, steps=args.steps, size=args.size, batch_size=args.batch_size,
                                lr=args.lr, save_every=args.save_every, seed=args.seed, threads=args.threads,
                                eval_scenes=args.eval_scenes, views_dir=args.views or "", device=args.device,
-                               max_minutes=args.max_minutes, scale_jitter=args.scale_jitter)
+                               max_minutes=args.max_minutes, scale_jitter=args.scale_jitter,
+                               loader_threads=args.loader_threads, init_from=args.init_from or "")
+    if args.resume and cfg.init_from:
+        raise ConfigError("--resume and --init-from exclude each other (resume continues a run, init-from starts one)")
     summary = train_segmenter(cfg, resume=args.resume)
     ev = summary.get("eval")
     result = {"out": args.out, "steps": summary["steps"], "final_loss": summary["final_loss"]}
@@ -62,6 +65,10 @@ def _add_segmenter(sub) -> None:
                         "20-100 (0: off)")
     p.add_argument("--scale-jitter", type=float, default=0.25,
                    help="random crops of (1 - this) to 100 %% of the view, resized back (default: %(default)s)")
+    p.add_argument("--loader-threads", type=int, default=1,
+                   help="threads preparing batches from --views (default: %(default)s)")
+    p.add_argument("--init-from", default=None,
+                   help="start from the weights of this checkpoint directory (new optimiser and schedule)")
     p.set_defaults(func=_run_segmenter)
 
 

@@ -59,6 +59,8 @@ class SegmenterTrainConfig:
     device: str = "cpu"  # torch device of the model ("cuda" on a GPU machine)
     max_minutes: float = 0.0  # > 0: lower `steps` so the loop ends within this wall time (steps 20-100 timed)
     scale_jitter: float = 0.25  # random crop of (1 - this) to 100 % of each side, resized back; 0 = off
+    loader_threads: int = 1  # threads preparing batches (views_dir only; on-the-fly rendering uses one)
+    init_from: str = ""  # start from this checkpoint's weights (new optimiser and schedule); '' = from scratch
 
 
 def small_config(class_names: tuple[str, ...] | list[str], embed_dim: int = 32, hidden: int = 64,
@@ -137,11 +139,15 @@ class _Views:
     def step(self, step: int) -> None:
         """Called before each step's batch."""
 
-    def batch(self, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    #: whether ``step`` never changes the views, so that several threads may draw batches at once
+    static = False
+
+    def batch(self, n: int, rng: np.random.Generator | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        rng = rng or self.rng
         rgbs, labels = [], []
         for _ in range(n):
-            scene = self.scenes[self.rng.integers(len(self.scenes))]
-            rgb, lab = augment(*scene[self.rng.integers(len(scene))], self.rng, self.cfg.scale_jitter)
+            scene = self.scenes[rng.integers(len(self.scenes))]
+            rgb, lab = augment(*scene[rng.integers(len(scene))], rng, self.cfg.scale_jitter)
             rgbs.append(rgb)
             labels.append(lab)
         return rgbs, labels
@@ -212,6 +218,8 @@ def export_views(out: str | Path, seeds: list[int], views_per_scene: int, size: 
 class FolderViews(_Views):
     """All views of an ``export_views`` folder, in memory, grouped by scene."""
 
+    static = True
+
     def __init__(self, cfg: SegmenterTrainConfig, table: ClassTable, rng: np.random.Generator):
         import cv2
 
@@ -240,18 +248,21 @@ class FolderViews(_Views):
 
 
 class _Prefetcher:
-    """Prepares processor inputs for steps ``start, start+1, ...`` on a thread (``depth`` batches ahead)."""
+    """Prepares processor inputs ``depth`` batches ahead on ``threads`` threads (more than one only for
+    static views: the image processor and the augmentation release the GIL for most of their work)."""
 
-    def __init__(self, views: _Views, processor, batch_size: int, start: int, depth: int = 4):
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
+    def __init__(self, views: _Views, processor, batch_size: int, start: int, threads: int = 1,
+                 depth: int = 4, seed: int = 0):
+        self._q: queue.Queue = queue.Queue(maxsize=max(depth, threads))
         self._stop = threading.Event()
+        threads = threads if views.static else 1
 
-        def run() -> None:
+        def run(rng: np.random.Generator | None) -> None:
             step = start
             while not self._stop.is_set():
                 try:
                     views.step(step)
-                    rgbs, labels = views.batch(batch_size)
+                    rgbs, labels = views.batch(batch_size, rng)
                     item = processor(images=rgbs, segmentation_maps=labels, return_tensors="pt")
                 except Exception as e:  # noqa: BLE001 - handed to the training loop, raised there
                     item = e
@@ -265,8 +276,11 @@ class _Prefetcher:
                     return
                 step += 1
 
-        self._thread = threading.Thread(target=run, name="segmenter-batches", daemon=True)
-        self._thread.start()
+        rngs = [None] if threads == 1 else [np.random.default_rng([seed, start, i]) for i in range(threads)]
+        self._threads = [threading.Thread(target=run, args=(rng,), name=f"segmenter-batches-{i}", daemon=True)
+                         for i, rng in enumerate(rngs)]
+        for t in self._threads:
+            t.start()
 
     def next(self):
         item = self._q.get()
@@ -276,7 +290,8 @@ class _Prefetcher:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        for t in self._threads:
+            t.join(timeout=5)
 
 
 FIT_FROM, FIT_OVER = 20, 80  # --max-minutes times steps FIT_FROM .. FIT_FROM + FIT_OVER of a run
@@ -326,6 +341,15 @@ def train_segmenter(cfg: SegmenterTrainConfig, resume: bool = False, table: Clas
         seeds_before = list(state.get("seeds_used", []))
         rng = np.random.default_rng(state["rng_seed"] + start)
         log.info("resuming from step %d in %s", start, out)
+    elif cfg.init_from:
+        from gnesf_ros.segmentation.mask2former import check_checkpoint_dir
+
+        model = Mask2FormerForUniversalSegmentation.from_pretrained(check_checkpoint_dir(cfg.init_from),
+                                                                    local_files_only=True)
+        if [model.config.id2label[i] for i in range(len(model.config.id2label))] != list(table.names):
+            raise ModelError(f"--init-from {cfg.init_from}: its labels are not the class table's {len(table.names)} classes")
+        start, state, seeds_before = 0, None, []
+        log.info("initialised from %s", cfg.init_from)
     else:
         model = Mask2FormerForUniversalSegmentation(small_config(table.names))
         start, state, seeds_before = 0, None, []
@@ -349,7 +373,7 @@ def train_segmenter(cfg: SegmenterTrainConfig, resume: bool = False, table: Clas
 
     t0 = time.time()
     bar = tqdm(initial=start, total=cfg.steps, desc="segmenter", disable=not progress)
-    batches = _Prefetcher(pool, processor, cfg.batch_size, start)
+    batches = _Prefetcher(pool, processor, cfg.batch_size, start, threads=cfg.loader_threads, seed=cfg.seed)
     running, step = None, start
     try:
         while step < cfg.steps:
@@ -418,13 +442,16 @@ def write_model_card(out: str | Path, summary: dict) -> Path:
         f"flip, {100 * (1 - cfg.get('scale_jitter', 0)):.0f}-100 % crops resized back, brightness jitter.",
         f"- Training: {summary['steps']} steps, batch {cfg['batch_size']}, {w}x{h} input "
         f"(resized by the image processor to multiples of 32), AdamW lr {cfg['lr']:g}, poly decay, Mask2Former losses, "
-        f"on {cfg.get('device', 'cpu')}; final smoothed loss {summary['final_loss']:.2f}.",
+        f"on {cfg.get('device', 'cpu')}"
+        + (f", initialised from the weights in {cfg['init_from']}" if cfg.get("init_from") else "")
+        + f"; final smoothed loss {summary['final_loss']:.2f}.",
         "- Reproduce: "
         + (f"`gnesf-train segmenter-views --out DIR --first-seed {seeds[0]} --scenes {len(seeds)} "
            f"--views {cfg['views_per_scene']} --size {w}x{h}`, then " if cfg.get("views_dir") else "")
         + f"`gnesf-train segmenter --out models/segmenter --steps {summary['steps']} --size {w}x{h} "
         f"--batch-size {cfg['batch_size']}" + (" --views DIR" if cfg.get("views_dir") else "")
         + (f" --device {cfg['device']}" if cfg.get("device", "cpu") != "cpu" else "")
+        + (f" --init-from {cfg['init_from']}" if cfg.get("init_from") else "")
         + "` (`--resume` continues from train_state.pt when it is present).",
     ]
     if ev:
