@@ -86,6 +86,13 @@ def _opt(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
+def surface_tree(points: np.ndarray) -> cKDTree:
+    """k-d tree over surface samples (Nx3). Sliding-midpoint splits (``balanced_tree=False``): on
+    points that lie on a few planes, median splits make queries far from the surface (GT that the
+    scan never saw) 10x slower (2.85 against 0.24 s for 341k GT vertices on the demo mesh)."""
+    return cKDTree(np.asarray(points, np.float64), balanced_tree=False, compact_nodes=False)
+
+
 def transfer_labels(pred_vertices: np.ndarray, pred_values: np.ndarray, gt_vertices: np.ndarray,
                     prefer: np.ndarray | None = None, max_ties: int = 8) -> np.ndarray:
     """Value of the nearest predicted vertex for each GT vertex (no distance threshold).
@@ -95,9 +102,9 @@ def transfer_labels(pred_vertices: np.ndarray, pred_values: np.ndarray, gt_verti
     (coincident duplicates, common at part seams), one carrying the preferred value is taken, so
     that a mesh scored against itself is exact. Generic predictions have no exact ties."""
     pred_values = np.asarray(pred_values)
-    tree = cKDTree(np.asarray(pred_vertices, np.float64))
+    tree = surface_tree(pred_vertices)
     gt_vertices = np.asarray(gt_vertices, np.float64)
-    dist, idx = tree.query(gt_vertices, k=1)
+    dist, idx = tree.query(gt_vertices, k=1, workers=-1)
     out = pred_values[idx]
     if prefer is None or len(pred_values) < 2:
         return out
@@ -105,7 +112,7 @@ def transfer_labels(pred_vertices: np.ndarray, pred_values: np.ndarray, gt_verti
     wrong = np.flatnonzero(out != prefer)
     if len(wrong):
         k = min(max_ties, len(pred_values))
-        dk, ik = tree.query(gt_vertices[wrong], k=k)
+        dk, ik = tree.query(gt_vertices[wrong], k=k, workers=-1)
         tie_ok = (dk <= dist[wrong, None] + 1e-9) & (pred_values[ik] == prefer[wrong, None])
         fix = tie_ok.any(1)
         out[wrong[fix]] = prefer[wrong[fix]]
@@ -200,8 +207,8 @@ def mesh_quality(pred_pts: np.ndarray, gt_pts: np.ndarray, threshold: float = 0.
     out = {"threshold_m": float(threshold), "num_pred_points": len(pred_pts), "num_gt_points": len(gt_pts)}
     if len(pred_pts) == 0 or len(gt_pts) == 0:
         return {**out, "acc": None, "comp": None, "prec": 0.0, "recall": 0.0, "f_score": 0.0}
-    d_pred, _ = cKDTree(gt_pts).query(pred_pts, k=1)  # accuracy: pred -> GT
-    d_gt, _ = cKDTree(pred_pts).query(gt_pts, k=1)  # completeness: GT -> pred
+    d_pred, _ = surface_tree(gt_pts).query(pred_pts, k=1, workers=-1)  # accuracy: pred -> GT
+    d_gt, _ = surface_tree(pred_pts).query(gt_pts, k=1, workers=-1)  # completeness: GT -> pred
     prec = float(np.mean(d_pred < threshold))
     recall = float(np.mean(d_gt < threshold))
     f = 2 * prec * recall / (prec + recall) if prec + recall > 0 else 0.0
