@@ -35,6 +35,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert train_main(["segmenter", "--out", str(tmp_path / "none"), "--resume", "--steps", "5"]) == 2
     assert "no training state" in capsys.readouterr().err
     assert train_main(["segmenter", "--steps", "0"]) == 2
+    assert train_main(["segmenter", "--loader-threads", "0"]) == 2
+    assert train_main(["segmenter", "--scale-jitter", "1"]) == 2
+    assert "--scale-jitter must be in [0, 1)" in capsys.readouterr().err
+    assert train_main(["segmenter", "--resume", "--init-from", "models/segmenter"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train_main(["segmenter", "--size", "240"])
     with pytest.raises(SystemExit):

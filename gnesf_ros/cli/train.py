@@ -20,8 +20,10 @@ from gnesf_ros.config import ConfigError
 def _run_segmenter(args: argparse.Namespace) -> int:
     from gnesf_ros.segmentation.train import SegmenterTrainConfig, train_segmenter
 
-    if args.steps < 1 or args.batch_size < 1:
-        raise ConfigError("--steps and --batch-size must be >= 1")
+    if args.steps < 1 or args.batch_size < 1 or args.loader_threads < 1:
+        raise ConfigError("--steps, --batch-size and --loader-threads must be >= 1")
+    if not 0.0 <= args.scale_jitter < 1.0 or args.max_minutes < 0:
+        raise ConfigError("--scale-jitter must be in [0, 1) and --max-minutes >= 0")
     if args.device.startswith("cuda"):
         import torch
 
