@@ -81,7 +81,7 @@ def test_launch_configuration_runs_through_the_installed_executable(launch_descr
     args["camera_ns"] = "cam2"
     node = next(n for n in _nodes(launch_description) if n.package == "gnesf_ros")
     params_file = _resolve(node.parameters[0], args)
-    overlay = tmp_path / "overlay.yaml"  # the shipped default (mode rgb) needs trained weights
+    overlay = tmp_path / "overlay.yaml"  # a light mode + external segmenter: this test is about the launch wiring
     overlay.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
         "mapper.mode": "baseline_average", "mapper.segmenter.backend": "external",
         **{k: _resolve(v, args) if not isinstance(v, str) else v for k, v in node.parameters[1].items()

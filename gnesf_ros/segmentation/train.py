@@ -11,7 +11,7 @@ of views from a few scenes is kept and one scene is replaced every ``scene_every
 folder of views rendered beforehand (``export_views``, ``gnesf-train segmenter-views``): training
 then needs neither Open3D nor the renderer's CPU time, e.g. on a GPU machine (``device``).
 Augmentation: horizontal flip, a random crop of ``1 - scale_jitter`` to 100 % of the view resized
-back, brightness / contrast jitter. A background thread prepares the next batches.
+back, brightness / contrast jitter. Background threads prepare the next batches.
 The output directory is a regular checkpoint (config.json, model.safetensors,
 preprocessor_config.json) plus ``train_state.pt`` (optimiser, step, RNG) for ``--resume``.
 """
@@ -135,12 +135,11 @@ class _Views:
     rng: np.random.Generator
     scenes: list[list[tuple[np.ndarray, np.ndarray]]]
     seeds_used: list[int]
+    #: whether ``step`` never changes the views, so that several threads may draw batches at once
+    static = False
 
     def step(self, step: int) -> None:
         """Called before each step's batch."""
-
-    #: whether ``step`` never changes the views, so that several threads may draw batches at once
-    static = False
 
     def batch(self, n: int, rng: np.random.Generator | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
         rng = rng or self.rng
