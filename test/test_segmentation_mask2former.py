@@ -77,6 +77,17 @@ def test_probabilities_shape_normalised_and_equal_to_reference(seg20):
     np.testing.assert_allclose(probs, ref, atol=2e-5)
 
 
+def test_pixels_no_query_covers_get_uniform_probabilities(seg20):
+    class_logits = torch.randn(2, 4, 21)
+    mask_logits = torch.randn(2, 4, 6, 8)
+    mask_logits[1, :, :3] = -200.0  # top half of image 1: every mask's sigmoid underflows to 0
+    probs = seg20.semantic_probs(class_logits, mask_logits, (12, 16))
+    assert probs.shape == (2, 12, 16, 20)
+    np.testing.assert_allclose(probs[1, :4].numpy(), 1.0 / 20)  # rows fully inside the empty half
+    np.testing.assert_allclose(probs.sum(-1).numpy(), 1.0, atol=1e-5)
+    assert probs[0].std(-1).min() > 0  # covered pixels are not uniform
+
+
 def test_argmax_matches_transformers_semantic_postprocessing(seg20):
     images = block_images(2, seed=1)
     probs = seg20.predict(images)
