@@ -139,15 +139,12 @@ class Mask2FormerSegmenter(SegmenterBase):
         import torch.nn.functional as F
 
         class_probs = class_logits.float().softmax(-1)[..., :-1] @ self._label_to_class  # N x Q x C
-        (h, w), num = size, class_probs.shape[-1]
-        out = torch.empty((class_logits.shape[0], h * w, num), dtype=torch.float32, device=class_probs.device)
+        out = []
         for i in range(class_logits.shape[0]):  # one image at a time bounds memory (Q x H x W)
-            masks = F.interpolate(mask_logits[i:i + 1].float(), size=(h, w), mode="bilinear",
-                                  align_corners=False)[0].flatten(1).sigmoid_()  # Q x HW
-            scores = torch.mm(masks.t(), class_probs[i], out=out[i])  # HW x C, written in place
-            total = scores.sum(-1, keepdim=True).clamp_min_(1e-8)
-            scores.div_(total)
-            empty = total[:, 0] <= 1e-8  # no query covers the pixel: uniform
-            if empty.any():
-                scores[empty] = 1.0 / num
-        return out.view(-1, h, w, num)
+            masks = F.interpolate(mask_logits[i:i + 1].float(), size=tuple(size), mode="bilinear",
+                                  align_corners=False)[0].sigmoid()
+            scores = torch.einsum("qc,qhw->hwc", class_probs[i], masks)
+            total = scores.sum(-1, keepdim=True)
+            uniform = torch.full_like(scores, 1.0 / scores.shape[-1])
+            out.append(torch.where(total > 1e-8, scores / total.clamp_min(1e-8), uniform))
+        return torch.stack(out)
