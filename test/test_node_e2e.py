@@ -151,6 +151,7 @@ def test_node_maps_a_played_bag_like_gnesf_map(tmp_path, scene_bag):
     counts = {k: v for k, v in diag.items() if k.startswith(("frames_", "drops_")) or k.endswith("_msgs")}
     # color_msgs < n: DDS lost images before the callbacks; frames_received < color_msgs: the sync did
     assert mapped >= 0.9 * n, (counts, out[-3000:])
+    assert n >= int(diag["color_msgs"]) >= int(diag["frames_received"]) >= mapped and diag["sync_pending"] == "0"
     assert all(v == "0" for k, v in diag.items() if k.startswith("drops_")), diag
     # Label images: one per mapped frame (render_every_n 1), each stamped like a colour frame of the bag.
     assert len(labels) >= mapped - 2
