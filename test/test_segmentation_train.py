@@ -31,6 +31,24 @@ def test_train_resume_and_load(tmp_path):
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
 
 
+def test_init_from_starts_a_new_run_from_the_weights(tmp_path):
+    first = SegmenterTrainConfig(out=str(tmp_path / "a"), steps=1, size=(64, 96), batch_size=2, scene_pool=1,
+                                 views_per_scene=2, eval_scenes=0)
+    train_segmenter(first, progress=False)
+    cfg = SegmenterTrainConfig(out=str(tmp_path / "b"), steps=1, size=(64, 96), batch_size=2, scene_pool=1,
+                               views_per_scene=2, eval_scenes=0, init_from=str(tmp_path / "a"))
+    train_segmenter(cfg, progress=False)
+    assert torch.load(tmp_path / "b" / STATE_FILE, weights_only=False)["step"] == 1  # a new run, step 0 -> 1
+    assert "initialised from the weights in" in (tmp_path / "b" / "MODEL_CARD.md").read_text()
+    from gnesf_ros.classes import ClassTable, default_class_table
+    from gnesf_ros.errors import ModelError
+
+    full = default_class_table()
+    other = ClassTable(names=full.names[:2], nyu40_ids=full.nyu40_ids[:2], colors=full.colors[:2])
+    with pytest.raises(ModelError, match="not the class table"):
+        train_segmenter(cfg, table=other, progress=False)
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert train_main(["segmenter", "--out", str(tmp_path / "none"), "--resume", "--steps", "5"]) == 2
     assert "no training state" in capsys.readouterr().err

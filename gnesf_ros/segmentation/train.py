@@ -342,10 +342,11 @@ def train_segmenter(cfg: SegmenterTrainConfig, resume: bool = False, table: Clas
         log.info("resuming from step %d in %s", start, out)
     elif cfg.init_from:
         from gnesf_ros.segmentation.mask2former import check_checkpoint_dir
+        from gnesf_ros.segmentation.remap import checkpoint_labels
 
         model = Mask2FormerForUniversalSegmentation.from_pretrained(check_checkpoint_dir(cfg.init_from),
                                                                     local_files_only=True)
-        if [model.config.id2label[i] for i in range(len(model.config.id2label))] != list(table.names):
+        if checkpoint_labels(model.config.id2label) != list(table.names):
             raise ModelError(f"--init-from {cfg.init_from}: its labels are not the class table's {len(table.names)} classes")
         start, state, seeds_before = 0, None, []
         log.info("initialised from %s", cfg.init_from)
@@ -372,7 +373,9 @@ def train_segmenter(cfg: SegmenterTrainConfig, resume: bool = False, table: Clas
 
     t0 = time.time()
     bar = tqdm(initial=start, total=cfg.steps, desc="segmenter", disable=not progress)
-    batches = _Prefetcher(pool, processor, cfg.batch_size, start, threads=cfg.loader_threads, seed=cfg.seed)
+    # no loader threads when a resumed run is already complete
+    batches = _Prefetcher(pool, processor, cfg.batch_size, start, threads=cfg.loader_threads, seed=cfg.seed) \
+        if start < cfg.steps else None
     running, step = None, start
     try:
         while step < cfg.steps:
@@ -401,7 +404,8 @@ def train_segmenter(cfg: SegmenterTrainConfig, resume: bool = False, table: Clas
             if step % cfg.save_every == 0 or step == cfg.steps:
                 save(step)
     finally:
-        batches.close()
+        if batches is not None:
+            batches.close()
         bar.close()
     if start >= cfg.steps:
         log.info("already trained for %d steps", start)
