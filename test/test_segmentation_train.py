@@ -29,6 +29,9 @@ def test_train_resume_and_load(tmp_path):
     probs = seg.predict(np.zeros((1, 48, 64, 3), np.uint8))
     assert probs.shape == (1, 48, 64, 20)
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    done = train_segmenter(cfg, resume=True, progress=False)  # already complete: no step, no error
+    assert done["steps"] == 3 and done["final_loss"] is None
+    assert torch.load(tmp_path / "seg" / STATE_FILE, weights_only=False)["step"] == 3
 
 
 def test_init_from_starts_a_new_run_from_the_weights(tmp_path):

@@ -409,6 +409,7 @@ def train_segmenter(cfg: SegmenterTrainConfig, resume: bool = False, table: Clas
         bar.close()
     if start >= cfg.steps:
         log.info("already trained for %d steps", start)
+        running = history[-1]["loss"] if history else None  # the last smoothed loss on record
     summary = {"steps": cfg.steps, "parameters": params, "train_seeds_used": sorted(set(seeds_before + pool.seeds_used)),
                "final_loss": running, "wall_s_this_run": round(time.time() - t0, 1), "config": asdict(cfg),
                "history": history}
@@ -447,7 +448,7 @@ def write_model_card(out: str | Path, summary: dict) -> Path:
         f"(resized by the image processor to multiples of 32), AdamW lr {cfg['lr']:g}, poly decay, Mask2Former losses, "
         f"on {cfg.get('device', 'cpu')}"
         + (f", initialised from the weights in {cfg['init_from']}" if cfg.get("init_from") else "")
-        + f"; final smoothed loss {summary['final_loss']:.2f}.",
+        + (f"; final smoothed loss {summary['final_loss']:.2f}." if summary["final_loss"] is not None else "."),
         "- Reproduce: "
         + (f"`gnesf-train segmenter-views --out DIR --first-seed {seeds[0]} --scenes {len(seeds)} "
            f"--views {cfg['views_per_scene']} --size {w}x{h}`, then " if cfg.get("views_dir") else "")
