@@ -96,7 +96,6 @@ class GnesfTrainConfig:
     frames_per_scene: int = 300  # camera path length the windows are drawn from
     views: int = 9  # source views per fragment window
     heldout_views: int = 2  # extra views of the window rendered for the semantic loss
-    view_stride: int = 8  # path frames between consecutive source views
     height: int = 240
     width: int = 320
     rays: int = 512  # rays per held-out view and step
@@ -148,8 +147,6 @@ class EvalConfig:
 @dataclass
 class MapperConfig:
     mode: str = "rgbd"  # rgbd (depth TSDF + GNeSF voting) | rgb (learned geometry; weak weights, see models/) | baseline_bayesian | baseline_average
-    device: str = "cpu"  # torch device of the learned parts (cpu | cuda)
-    threads: int = 2  # torch CPU threads of the mapper
     camera: CameraConfig = field(default_factory=CameraConfig)
     keyframe: KeyframeConfig = field(default_factory=KeyframeConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)

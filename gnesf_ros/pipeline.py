@@ -104,7 +104,7 @@ class Mapper:
         if self._model is None:
             from gnesf_ros.model.gnesf import GNeSF
             self._model = GNeSF.load(resolve_checkpoint(self.cfg.model.weights), self.cfg.model,
-                                     self.cfg.device)
+                                     self.cfg.model.device)
         return self._model
 
     def load_models(self) -> None:
@@ -115,29 +115,49 @@ class Mapper:
 
     def warm_up(self) -> None:
         """Modes rgb / rgbd: load the GNeSF weights and run one forward on a synthetic window of the
-        configured size, so that the first fragment runs as fast as the others."""
+        configured size; an image segmenter segments one dummy batch. The first fragment then runs as
+        fast as the others."""
+        cam = self.cfg.camera
+        if self.cfg.segmenter.backend == "mask2former":
+            t0 = time.perf_counter()
+            batch = np.zeros((self.cfg.segmenter.batch_size, cam.height, cam.width, 3), np.uint8)
+            self.segmenter.predict(batch)
+            log.info("segmenter warmed up in %.2f s", time.perf_counter() - t0)
         if self.cfg.mode in ("rgb", "rgbd"):
-            cam = self.cfg.camera
             s = self.model.warm_up(self.cfg.keyframe.fragment_size, (cam.height, cam.width), self.cfg.mode == "rgbd")
             log.info("GNeSF warmed up in %.2f s", s)
+
+    def load_map(self, path) -> None:
+        """Replace the map with one saved by ``SemanticVoxelMap.save`` (resume mapping)."""
+        self.map = SemanticVoxelMap.load(path, self.class_table)
 
     # -- frames ----------------------------------------------------------------------------
     def add_frame(self, frame: Frame) -> MapUpdate | None:
         """Feed one posed frame (any rate); returns a MapUpdate when a fragment was mapped."""
+        return self.add_keyframe(frame) if self.select_keyframe(frame) else None
+
+    def select_keyframe(self, frame: Frame) -> bool:
+        """The keyframe test (NeuralRecon rule) for the next frame of the stream; an accepted frame
+        becomes the reference of the next test and must then go to ``add_keyframe``. Split from it
+        so that a node can select where frames arrive and map keyframes on another thread."""
         self.counters["frames"] += 1
         if not is_valid_pose(frame.T_world_cam):
             self.counters["skipped_bad_pose"] += 1
-            return None
+            return False
         if self._size is None:
             self._size = frame.size
         elif frame.size != self._size:
             self.counters["skipped_size_mismatch"] += 1
             log.warning("frame %d: size %s differs from the stream's %s; skipped", frame.index,
                         frame.size, self._size)
-            return None
+            return False
         if not self._selector.accept(frame.T_world_cam):
-            return None
+            return False
         self.counters["keyframes"] += 1
+        return True
+
+    def add_keyframe(self, frame: Frame) -> MapUpdate | None:
+        """Add a keyframe (accepted by ``select_keyframe``) to the window; maps the window when full."""
         fragment = self._builder.push(frame)
         return self._process(fragment) if fragment is not None else None
 
@@ -146,9 +166,16 @@ class Mapper:
         """Keyframes waiting for their fragment window to fill (mapped by ``flush``)."""
         return self._builder.pending
 
+    @property
+    def min_fragment_frames(self) -> int:
+        """Fewest keyframes a fragment can be mapped from (the network needs model.min_views)."""
+        return self.cfg.model.min_views if self.cfg.mode in ("rgb", "rgbd") else 1
+
     def flush(self) -> MapUpdate | None:
-        """Map the incomplete last window (end of a stream)."""
-        fragment = self._builder.flush()
+        """Map the incomplete last window (end of a stream, a pause). A window shorter than
+        ``min_fragment_frames`` is completed with the previous window's last keyframes; with none
+        to borrow (the stream's first keyframe) it stays pending and None is returned."""
+        fragment = self._builder.flush(self.min_fragment_frames)
         return self._process(fragment) if fragment is not None else None
 
     # -- fragments -------------------------------------------------------------------------

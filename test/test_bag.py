@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -244,14 +248,13 @@ def test_mcap_decodes_with_an_independent_reader(tmp_path):
 
 
 def test_play_loop_at_rate_stops_on_sigint(tmp_path):
-    import re
-
     from ros_env import ros_domain, spawn_python, stop
 
     write_bag(make_frames(3), tmp_path / "b", rate_hz=10.0)  # 0.2 s of bag time per pass
     with ros_domain() as env:
         player = spawn_python("import sys; from gnesf_ros.cli.bag import main; sys.exit(main())", env,
-                              args=["play", str(tmp_path / "b"), "--loop", "--rate", "2.0"])
+                              args=["play", str(tmp_path / "b"), "--loop", "--rate", "2.0",
+                                    "--wait-for-subscribers", "0"])  # nobody listens: don't wait
         # Start-up can take many seconds on a busy machine or a fresh venv (bytecode compilation):
         # signal only once the player says it is playing, then let it run a few passes.
         started = time.monotonic()
@@ -355,3 +358,208 @@ def test_cli_convert_labels_of_a_scannet_scene(tmp_path, capsys):
         np.testing.assert_array_equal(np.asarray(g.probs).reshape(H, W), expected)
     assert bag_main(["convert", str(tmp_path / "scene0001_00"), str(tmp_path / "nolabels")]) == 0
     assert "/seg/labels" not in bag_summary(tmp_path / "nolabels").topics
+
+
+# ----------------------------------------------------------------------------- waiting for subscribers
+COLOR_TOPIC = "/camera/color/image_raw"
+
+
+def test_play_by_default_waits_for_the_subscribers_that_exist(tmp_path):
+    """Default wait over real DDS: a subscriber of the colour topic (and /clock) only, created before
+    the player starts, receives every colour image of the bag; the player does not wait for the
+    topics nobody subscribes to (segmentation, depth, ...) and says what it waited for; /clock
+    starts at the bag's first stamp (not 0, not wall time)."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import Image
+
+    from gnesf_ros.data.synthetic import generate_scene
+    from ros_env import ros_domain, spawn, stop
+
+    scene = generate_scene(tmp_path / "data", seed=2003, frames=24, size=(48, 64))
+    bag = tmp_path / "scene.bag"
+    assert bag_main(["convert", str(scene), str(bag), "--labels"]) == 0
+    assert SEG_TOPIC in bag_summary(bag).topics
+    color_stamps = header_stamps_ns(bag, COLOR_TOPIC)
+
+    def ns(stamp) -> int:
+        return stamp.sec * 10**9 + stamp.nanosec
+
+    got_color: list[int] = []
+    got_clock: list[int] = []
+    reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    with ros_domain() as env:
+        ctx = rclpy.Context()
+        rclpy.init(context=ctx)
+        try:
+            node = rclpy.create_node("wait_test_subscriber", context=ctx)
+            node.create_subscription(Image, COLOR_TOPIC, lambda m: got_color.append(ns(m.header.stamp)), reliable)
+            node.create_subscription(Clock, "/clock", lambda m: got_clock.append(ns(m.clock)), reliable)
+            executor = SingleThreadedExecutor(context=ctx)
+            executor.add_node(node)
+            player = spawn([sys.executable, "-m", "gnesf_ros.cli.bag", "play", str(bag), "--clock"], env)
+            deadline = time.monotonic() + 45
+            exited = None
+            while time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.02)
+                if player.poll() is not None:
+                    exited = exited or time.monotonic()
+                    if len(got_color) >= len(color_stamps) or time.monotonic() - exited > 2.0:
+                        break
+            out, err = stop(player)
+        finally:
+            rclpy.shutdown(context=ctx)
+    assert player.returncode == 0, err[-3000:]
+    assert f"{COLOR_TOPIC} {len(color_stamps)}" in out, out
+    assert got_color == color_stamps, (len(got_color), len(color_stamps), err[-3000:])  # none lost to discovery
+    m = re.search(r"waited ([\d.]+) s(.*)", err)
+    assert m, err[-3000:]
+    waited, line = float(m.group(1)), m.group(0)
+    assert "timeout" not in line and waited < 4.5, line  # default timeout 5 s: it did not wait for segmentation
+    subscribed, idle = line.split("; no subscriber: ")
+    assert f"{COLOR_TOPIC} (1)" in subscribed and "/clock (1)" in subscribed, line
+    assert SEG_TOPIC in idle and "/camera/depth/image_rect_raw" in idle, line
+    assert got_clock and got_clock[0] == color_stamps[0] and min(got_clock) == color_stamps[0], got_clock[:5]
+    assert got_clock == sorted(got_clock) and got_clock[-1] == color_stamps[-1]
+
+
+class _FakePublisher:
+    def __init__(self, topic: str, matched_after: dict[float, int], t0: float):
+        self.topic, self.matched_after, self.t0 = topic, matched_after, t0
+
+    def get_subscription_count(self) -> int:
+        age = time.monotonic() - self.t0
+        return max([n for t, n in self.matched_after.items() if age >= t], default=0)
+
+
+class _FakeGraph:
+    def __init__(self, counts: dict[str, int]):
+        self.counts = counts
+
+    def count_subscribers(self, topic: str) -> int:
+        return self.counts.get(topic, 0)
+
+
+def test_wait_for_subscribers_waits_only_for_existing_subscribers():
+    from gnesf_ros.ros.bag_play import wait_for_subscribers
+
+    t0 = time.monotonic()
+    pubs = [("/color", _FakePublisher("/color", {0.3: 1, 0.5: 2}, t0)),  # two readers, matched one by one
+            ("/seg", _FakePublisher("/seg", {}, t0))]  # nobody subscribes
+    res = wait_for_subscribers(_FakeGraph({"/color": 2}), pubs, timeout_s=5.0, settle_s=0.3)
+    assert not res.timed_out and 0.75 <= res.waited_s < 2.0, res
+    assert res.format().endswith("s for subscribers: /color (2); no subscriber: /seg"), res.format()
+    # Nobody at all: bounded by the timeout; a reader the graph knows but the publisher never
+    # matches (e.g. incompatible QoS) also ends at the timeout, and the line says so.
+    res = wait_for_subscribers(_FakeGraph({}), pubs, timeout_s=0.3, settle_s=0.1)
+    assert res.timed_out and 0.3 <= res.waited_s < 1.0 and "no subscriber on any topic" in res.format()
+    res = wait_for_subscribers(_FakeGraph({"/seg": 1}), pubs, timeout_s=0.3, settle_s=0.1)
+    assert res.timed_out and "/seg (0 of 1 matched)" in res.format(), res.format()
+
+
+# ----------------------------------------------------------------------------- one conversion for node and bags
+@pytest.mark.parametrize("size", [(120, 160), (30, 40), (50, 100)])
+def test_read_frames_is_the_node_conversion(tmp_path, size):
+    """A frame read from a bag equals the node's to_frame on the same messages, at a processing
+    size other than the bag's (larger, smaller, other aspect ratio)."""
+    from gnesf_ros.config import CameraConfig
+    from gnesf_ros.ros import conversions as conv
+    from gnesf_ros.ros.inputs import to_frame
+    from gnesf_ros.ros.sync import SyncedInput
+
+    frames = make_labelled_frames(3)
+    bag = tmp_path / "b"
+    write_bag(frames, bag, labels=True)
+    msgs = _raw_messages(bag)
+    got = list(read_frames(bag, size=size))
+    assert len(got) == 3
+    for i, (f, g) in enumerate(zip(frames, got)):
+        color, depth = msgs[COLOR_TOPIC][i][1], msgs["/camera/depth/image_rect_raw"][i][1]
+        info, seg = msgs["/camera/color/camera_info"][i][1], msgs[SEG_TOPIC][i][1]
+        assert isinstance(color.data, np.ndarray)  # rosbags' numpy uint8[] fields
+        item = SyncedInput(conv.stamp_to_sec(color.header.stamp), color, depth, info, seg)
+        ref = to_frame(item, f.T_world_cam, CameraConfig(width=size[1], height=size[0]), 4096 * 4096, i, 20)
+        assert g.rgb.shape == (*size, 3) and g.depth.shape == size and g.index == ref.index == i
+        np.testing.assert_array_equal(g.rgb, ref.rgb)
+        np.testing.assert_array_equal(g.depth, ref.depth)
+        np.testing.assert_array_equal(g.K, ref.K)
+        np.testing.assert_array_equal(g.probs, ref.probs)
+        assert g.stamp == ref.stamp
+        np.testing.assert_allclose(g.T_world_cam, f.T_world_cam, atol=1e-9)
+
+
+def _write_bag_with_bad_camera_info(scene: Path, bag: Path, wrong_size: set[int], bad_k: set[int]) -> int:
+    """The scene's frames (with labels) as a bag whose camera_info is the wrong size for the frames
+    in ``wrong_size`` (a half-resolution camera_info) and has fx = 0 / NaN for those in ``bad_k``."""
+    from gnesf_ros.ros.bag import BagWriter
+
+    class Writer(BagWriter):
+        def _camera_info(self, stamp_ns, K, size):
+            if self.num_frames in wrong_size:
+                size = (size[0] // 2, size[1] // 2)
+            return super()._camera_info(stamp_ns, K, size)
+
+    n = 0
+    with Writer(bag, labels=True) as w:
+        for i, f in enumerate(scannet.open_scene(scene)):
+            if i in bad_k:
+                f.K = f.K.copy()
+                f.K[0, 0] = 0.0 if i % 2 else np.nan
+            w.add(f, START_NS + round(i * 1e9 / 30))
+            n += 1
+    return n
+
+
+def test_gnesf_map_skips_frames_with_bad_camera_info(tmp_path, caplog):
+    """Frames the node would drop (camera_info size differs from the image, K not a pinhole) are
+    skipped by gnesf-map with one warning per reason, counted in BagFrameSource.skipped."""
+    from gnesf_ros.cli.map import main as map_main
+    from gnesf_ros.data.synthetic import generate_scene
+    from gnesf_ros.ros.bag import BagFrameSource
+
+    scene = generate_scene(tmp_path / "data", seed=2002, frames=40, size=(120, 160))
+    bag = tmp_path / "bad_info.bag"
+    n = _write_bag_with_bad_camera_info(scene, bag, wrong_size={3, 10, 17}, bad_k={5, 6})
+    assert n == 40
+    src = BagFrameSource(bag)
+    with caplog.at_level(logging.WARNING):
+        got = list(src)
+    assert len(got) == n - 5 and [g.index for g in got] == list(range(n - 5))
+    assert src.skipped == Counter(camera_info_mismatch=3, bad_camera_info=2)
+    reasons = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("camera_info_mismatch" in m for m in reasons) == 1, reasons
+    assert sum("bad_camera_info" in m for m in reasons) == 1, reasons
+
+    caplog.clear()
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text("camera: {width: 160, height: 120}\nkeyframe: {fragment_size: 4}\n")
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING):
+        assert map_main([str(bag), "--out", str(out), "--config", str(cfg), "--mode", "baseline_bayesian",
+                         "--segmenter", "external", "--heldout-every", "0"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    mismatch = [m for m in warnings if "camera_info_mismatch" in m]
+    assert len(mismatch) == 1 and str(bag) in mismatch[0] and "camera_info is 80x60, colour image 160x120" in mismatch[0]
+    assert sum("bad_camera_info" in m for m in warnings) == 1, warnings
+    assert json.loads((out / "metrics.json").read_text())["frames"] == n - 5
+
+
+@pytest.mark.parametrize("missing", ["/camera/color/camera_info", "/camera/color/image_raw"])
+def test_gnesf_map_refuses_a_bag_without_camera_info_or_colour(tmp_path, missing):
+    """The topic recorded under another name: gnesf-map exits non-zero with one line naming the bag
+    and the missing topic, no traceback."""
+    renamed = {"info_topic": "/other/camera_info"} if missing.endswith("camera_info") else {"color_topic": "/other/image"}
+    bag = tmp_path / "partial.bag"
+    write_bag(make_frames(2), bag, layout=BagLayout(**renamed))
+    assert missing not in bag_summary(bag).topics
+    proc = subprocess.run([sys.executable, "-m", "gnesf_ros.cli.map", str(bag), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=180, cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, proc.stderr
+    assert errors[0].startswith("gnesf-map: error: ") and str(bag) in errors[0] and missing in errors[0], errors
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(DataError, match=re.escape(missing)):
+        next(read_frames(bag))

@@ -153,8 +153,9 @@ def test_node_maps_a_played_bag_like_gnesf_map(tmp_path, scene_bag):
     assert mapped >= 0.9 * n, (counts, out[-3000:])
     assert n >= int(diag["color_msgs"]) >= int(diag["frames_received"]) >= mapped and diag["sync_pending"] == "0"
     assert all(v == "0" for k, v in diag.items() if k.startswith("drops_")), diag
-    # Label images: one per mapped frame (render_every_n 1), each stamped like a colour frame of the bag.
-    assert len(labels) >= mapped - 2
+    # Label images: one per mapped frame (render_every_n 1) unless a newer frame replaced the request
+    # while the map was busy (renders_skipped); each stamped like a colour frame of the bag.
+    assert len(labels) + int(diag["renders_skipped"]) >= mapped - 2 and len(labels) >= mapped // 2
     assert {s for s, *_ in labels} <= set(color_stamps)
     assert {(f, h, w, e) for _, f, h, w, e in labels} == {(OPTICAL_FRAME, *SIZE, "mono8")}
     assert mesh_msg.markers and all(m.header.frame_id == "map" for m in mesh_msg.markers)

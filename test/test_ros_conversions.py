@@ -280,8 +280,11 @@ def test_marker_array_cdr_equals_rclpy_serialisation():
         assert n_add == 4
         assert deserialize_message(cdr, MarkerArray) == wire(ref)
     empty, n_add = conv.triangle_list_marker_array_cdr(np.zeros((0, 3)), np.zeros((0, 3), int), None, HEADER)
-    assert n_add == 1 and deserialize_message(empty, MarkerArray) == wire(
+    assert n_add == 0 and deserialize_message(empty, MarkerArray) == wire(
         MarkerArray(markers=conv.triangle_list_markers(np.zeros((0, 3)), np.zeros((0, 3), int), None, HEADER)))
+    # RViz2 reports an ADD TRIANGLE_LIST without points as an error: an empty map is one DELETEALL
+    markers = deserialize_message(empty, MarkerArray).markers
+    assert [(m.action, len(m.points)) for m in markers] == [(Marker.DELETEALL, 0)]
 
 
 def test_marker_array_cdr_publishes_over_dds():

@@ -2,7 +2,7 @@
 
   gnesf-bag convert INPUT OUT [--format mcap|sqlite3] [--rate-hz 30 | --stamps-from-file] [--size WxH]
                     [--labels [--labels-topic TOPIC]]
-  gnesf-bag play BAG [--rate R] [--loop] [--clock] [--topics T ...]
+  gnesf-bag play BAG [--rate R] [--loop] [--clock] [--topics T ...] [--wait-for-subscribers SEC]
   gnesf-bag info BAG
 """
 from __future__ import annotations
@@ -13,6 +13,8 @@ import sys
 from gnesf_ros.cli.common import run_cli, size_arg
 from gnesf_ros.errors import GnesfError
 from gnesf_ros.ros.bag import BagLayout
+
+DEFAULT_WAIT_FOR_SUBSCRIBERS_S = 5.0  # = gnesf_ros.ros.bag_play's (not imported here: it loads rclpy)
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -82,9 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--clock", action="store_true", help="publish /clock (for use_sim_time)")
     pl.add_argument("--clock-hz", type=float, default=40.0, help="/clock rate between messages")
     pl.add_argument("--topics", nargs="+", default=None, help="only these topics")
-    pl.add_argument("--delay", type=float, default=0.0, help="seconds to wait before playing")
-    pl.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="SEC",
-                    help="wait up to SEC for a subscriber on every topic before playing")
+    pl.add_argument("--delay", type=float, default=0.0, help="seconds to sleep after the wait, before playing")
+    pl.add_argument("--wait-for-subscribers", type=float, default=DEFAULT_WAIT_FOR_SUBSCRIBERS_S, metavar="SEC",
+                    help="before playing, wait up to SEC (default %(default)s; 0 = don't wait) until the subscribers "
+                         "that exist are matched on every topic (topics without subscribers are not waited for); "
+                         "with --clock, /clock holds the bag's first time meanwhile")
     pl.set_defaults(func=_play)
     i = sub.add_parser("info", help="topics, types, counts, QoS of a bag")
     i.add_argument("bag")
@@ -96,6 +100,8 @@ def main(argv=None) -> int:
     def run(args: argparse.Namespace) -> int:
         if getattr(args, "stride", 1) < 1:
             raise GnesfError("--stride must be >= 1")
+        if getattr(args, "wait_for_subscribers", 0.0) < 0:
+            raise GnesfError("--wait-for-subscribers must be >= 0 (0 = don't wait)")
         return args.func(args)
 
     return run_cli(run, build_parser(), argv)

@@ -74,6 +74,7 @@ class FragmentBuilder:
         self._window: list[Frame] = []
         self._new = 0  # frames in the window not yet emitted in a fragment
         self._count = 0
+        self._last: list[Frame] = []  # the frames of the last emitted fragment (flush borrows from them)
 
     def push(self, frame: Frame) -> Fragment | None:
         """Add a frame; returns a Fragment when a window is complete, else None."""
@@ -94,12 +95,23 @@ class FragmentBuilder:
         """Keyframes in the window not yet emitted in a fragment."""
         return self._new
 
-    def flush(self) -> Fragment | None:
-        """Emit the incomplete window (end of stream), or None if it holds no new keyframe."""
-        return self._emit() if self._new else None
+    def flush(self, min_frames: int = 1) -> Fragment | None:
+        """Emit the incomplete window (end of stream), or None if it holds no new keyframe. A
+        window of fewer than ``min_frames`` keyframes is completed with the last keyframes of the
+        previous fragment (context only: they were mapped already); None when there are too few."""
+        if not self._new:
+            return None
+        missing = min_frames - len(self._window)
+        if missing > 0:
+            context = [f for f in self._last if not any(f is g for g in self._window)][-missing:]
+            if len(context) < missing:
+                log.info("%d keyframe(s) pending: a fragment needs >= %d; waiting for more", self._new, min_frames)
+                return None
+            self._window = context + self._window
+        return self._emit()
 
     def reset(self) -> None:
-        self._window, self._new, self._count = [], 0, 0
+        self._window, self._new, self._count, self._last = [], 0, 0, []
         if self.selector is not None:
             self.selector.reset()
 
@@ -108,6 +120,7 @@ class FragmentBuilder:
         frag = Fragment(frames=list(frames), bounds=frames_bounds(frames, self.max_depth_m, self.voxel_size),
                         voxel_size=self.voxel_size, index=self._count)
         self._count += 1
+        self._last = frames
         keep = self.cfg.fragment_overlap
         self._window = frames[len(frames) - keep:] if keep else []
         self._new = 0

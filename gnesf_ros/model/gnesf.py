@@ -344,6 +344,10 @@ class GNeSF(nn.Module):
             raise ModelError(f"GNeSF weights not found: {path} (train them with `gnesf-train gnesf` "
                              f"or set model.weights)")
         try:
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError) as e:  # "cuda" on a CPU build, a typo
+            raise ModelError(f"model.device '{device}' is not usable here: {e}") from None
+        try:
             ckpt = torch.load(path, map_location=device, weights_only=True)  # tensors + plain data only
         except Exception as e:  # corrupt / truncated file
             raise ModelError(f"cannot read GNeSF weights {path}: {e}") from None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -315,33 +316,63 @@ def header_stamps_ns(path: str | Path, topic: str) -> list[int]:
         reader.close()
 
 
+MAX_IMAGE_PIXELS = 4096 * 4096  # the node's max_image_pixels default
+
+
+def require_topics(path: str | Path, topics, layout: BagLayout = BagLayout()) -> None:
+    """DataError naming the bag and the missing topic when ``topics`` (the bag's topic names) lack
+    the colour image or camera_info topic of ``layout``: no frame can be built without them."""
+    for topic, what in ((layout.color_topic, "colour image"), (layout.info_topic, "camera_info")):
+        if topic not in topics:
+            raise DataError(f"{path}: no {what} topic {topic} in the bag "
+                            f"(topics: {', '.join(sorted(topics)) or 'none'})")
+
+
 def read_frames(path: str | Path, size: tuple[int, int] | None = None, layout: BagLayout = BagLayout(),
-                tolerance_s: float = 0.0) -> Iterator[Frame]:
-    """Frames of a bag: colour images (rgb8/bgr8/rgba8/bgra8/mono8) with the depth image (same
-    size, registered) and camera_info of the same stamp, posed by TF ``map -> <image frame_id>``
-    at the image stamp; resized to ``size`` (h, w) with K scaled when given. Images without a
-    pose (within ``tolerance_s``) or camera_info are skipped with a warning.
+                tolerance_s: float = 0.0, skipped: Counter | None = None,
+                max_pixels: int = MAX_IMAGE_PIXELS) -> Iterator[Frame]:
+    """Frames of a bag, converted exactly as the node converts its inputs.
 
-    When the bag has the segmentation topic, its image of the same stamp becomes ``Frame.probs``
-    as sent (HxW class indices or HxWxC float scores, not resized: the external segmenter resizes
-    it, exactly as in the node). It is segmenter output, not ground truth: ``Frame.labels`` stays
-    None."""
-    import cv2
+    Each colour image is grouped with the camera_info, depth image (when the bag has the depth
+    topic) and segmentation image (when it has the segmentation topic) of the same stamp into a
+    :class:`~gnesf_ros.ros.sync.SyncedInput`, posed by TF ``map -> <image frame_id>`` at the image
+    stamp (within ``tolerance_s``) and turned into a Frame by the node's
+    :func:`gnesf_ros.ros.inputs.to_frame` at the processing size ``size`` (h, w; None: the image's
+    own size): the same checks (camera_info size vs image, finite pinhole K, depth registered to
+    colour, segmentation encoding and aspect) and the same resizing rule and intrinsics scaling.
 
+    Frames the node would drop are skipped, never raised: one warning per reason (the node's drop
+    reasons: ``camera_info_mismatch``, ``bad_camera_info``, ``no_transform``, ``no_depth`` ...), all
+    counted in ``skipped`` (pass a Counter to read the counts). A bag without the colour or the
+    camera_info topic is a DataError.
+
+    The segmentation image becomes ``Frame.probs`` as sent (HxW class indices or HxWxC float
+    scores, not resized: the external segmenter resizes it, exactly as in the node). It is
+    segmenter output, not ground truth: ``Frame.labels`` stays None."""
     from gnesf_ros.classes import default_class_table
-    from gnesf_ros.geometry.camera import scale_intrinsics
+    from gnesf_ros.config import CameraConfig
+    from gnesf_ros.geometry.camera import is_valid_pose
     from gnesf_ros.ros import conversions as conv
-    from gnesf_ros.ros.inputs import InputRejected, segmentation_array
+    from gnesf_ros.ros.inputs import InputRejected, to_frame
+    from gnesf_ros.ros.sync import SyncedInput
+
+    skipped = Counter() if skipped is None else skipped
+    seen = set(skipped)  # reasons already warned about (by an earlier pass sharing the counter)
+
+    def skip(reason: str, stamp: float, detail: str) -> None:
+        if reason not in seen:
+            seen.add(reason)
+            log.warning("%s: skipping frames the node would drop as %s (first at %.6f s: %s); "
+                        "further ones are only counted", path, reason, stamp, detail)
+        skipped[reason] += 1
 
     ts = _typestore()
     reader = open_reader(path)
     try:
-        by_topic = {c.topic: c for c in reader.connections}
-        if layout.color_topic not in by_topic:
-            raise DataError(f"{path}: no colour topic {layout.color_topic} "
-                            f"(topics: {', '.join(sorted(by_topic))})")
+        topics = {c.topic for c in reader.connections}
+        require_topics(path, topics, layout)
         tf = TransformBuffer(cache_time_s=1e9, tolerance_s=tolerance_s)  # whole bag: the TF is small
-        tf_conns = [by_topic[t] for t in (layout.tf_topic, layout.tf_static_topic) if t in by_topic]
+        tf_conns = [c for c in reader.connections if c.topic in (layout.tf_topic, layout.tf_static_topic)]
         for conn, _, raw in reader.messages(connections=tf_conns):
             static = conn.topic == layout.tf_static_topic
             for tr in ts.deserialize_cdr(raw, conn.msgtype).transforms:
@@ -351,53 +382,67 @@ def read_frames(path: str | Path, size: tuple[int, int] | None = None, layout: B
                                      translation=(t.x, t.y, t.z), quaternion=(r.x, r.y, r.z, r.w), static=static)
                 except TransformError as e:
                     log.warning("%s: ignoring transform: %s", path, e)
-        img_topics = (layout.color_topic, layout.depth_topic, layout.info_topic, layout.segmentation_topic)
-        img_conns = [by_topic[t] for t in img_topics if t in by_topic]
-        has_depth = layout.depth_topic in by_topic
-        has_seg = layout.segmentation_topic in by_topic
+        # Partners a colour image needs, with the node's drop reason when one never comes.
+        needed = [(layout.info_topic, "no_camera_info")]
+        needed += [(t, r) for t, r in ((layout.depth_topic, "no_depth"), (layout.segmentation_topic, "no_segmentation"))
+                   if t in topics]
+        img_conns = [c for c in reader.connections if c.topic == layout.color_topic or c.topic in dict(needed)]
         num_classes = default_class_table().num_classes
-        pending: dict[int, dict] = {}
         index = 0
+
+        def missing(slot: dict) -> str | None:
+            if layout.color_topic not in slot:
+                return "no_color"
+            return next((reason for topic, reason in needed if topic not in slot), None)
+
+        def incomplete(key: int, slot: dict) -> None:
+            reason = missing(slot)
+            if reason == "no_color":  # partners without a colour image: not a frame
+                log.debug("%s: %s at %.6f without a colour image", path, sorted(slot), key * 1e-9)
+            else:
+                skip(reason, key * 1e-9, f"has only {', '.join(sorted(slot))}")
+
+        def convert(item: SyncedInput) -> Frame:
+            try:
+                T = tf.lookup(layout.map_frame, item.color.header.frame_id, item.stamp)
+            except TransformError as e:
+                raise InputRejected("no_transform", f"no pose {layout.map_frame} -> {item.color.header.frame_id}: "
+                                                    f"{e}") from None
+            if not is_valid_pose(T):
+                raise InputRejected("invalid_pose", "transform is not a finite rigid motion")
+            if size is not None:
+                camera = CameraConfig(height=int(size[0]), width=int(size[1]))
+            else:  # native size: nothing resized
+                camera = CameraConfig(height=int(item.color.height), width=int(item.color.width))
+            return to_frame(item, T, camera, max_pixels, index, num_classes)
+
+        pending: dict[int, dict] = {}
         for conn, _, raw in reader.messages(connections=img_conns):
             msg = ts.deserialize_cdr(raw, conn.msgtype)
             key = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
             slot = pending.setdefault(key, {})
             slot[conn.topic] = msg
-            if layout.color_topic not in slot or layout.info_topic not in slot or (
-                    has_depth and layout.depth_topic not in slot) or (
-                    has_seg and layout.segmentation_topic not in slot):
+            if missing(slot) is not None:
                 continue
             del pending[key]
-            for old in [k for k in pending if k < key]:  # incomplete older frames never complete
-                log.warning("%s: frame at %.6f incomplete (%s), skipped", path, old * 1e-9, sorted(pending[old]))
-                del pending[old]
-            color, info = slot[layout.color_topic], slot[layout.info_topic]
+            for old in sorted(k for k in pending if k < key):  # incomplete older frames never complete
+                incomplete(old, pending.pop(old))
+            color = slot[layout.color_topic]
             stamp = conv.stamp_to_sec(color.header.stamp)
+            item = SyncedInput(stamp, color, slot.get(layout.depth_topic), slot[layout.info_topic],
+                               slot.get(layout.segmentation_topic))
             try:
-                T = tf.lookup(layout.map_frame, color.header.frame_id, stamp)
-            except TransformError as e:
-                log.warning("%s: no pose for the image at %.6f: %s", path, stamp, e)
+                frame = convert(item)
+            except InputRejected as e:
+                skip(e.reason, stamp, str(e))
                 continue
-            rgb = conv.image_to_rgb(color)
-            depth = conv.image_to_depth_m(slot[layout.depth_topic]) if has_depth else None
-            probs = None
-            if has_seg:
-                try:
-                    probs = segmentation_array(slot[layout.segmentation_topic], num_classes)
-                except InputRejected as e:
-                    raise DataError(f"{path}: {layout.segmentation_topic} at {stamp:.6f}: {e}") from None
-            K = np.asarray(info.k, np.float64).reshape(3, 3)
-            if depth is not None and depth.shape != rgb.shape[:2]:
-                raise DataError(f"{path}: depth {depth.shape} and colour {rgb.shape[:2]} differ in size at "
-                                f"{stamp:.6f}; expected depth registered to the colour camera")
-            if size is not None and tuple(size) != rgb.shape[:2]:
-                K = scale_intrinsics(K, rgb.shape[:2], size)
-                shrink = size[0] < rgb.shape[0]
-                rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-                if depth is not None:
-                    depth = cv2.resize(depth, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
-            yield Frame(stamp=stamp, rgb=rgb, K=K, T_world_cam=T, depth=depth, probs=probs, index=index)
+            yield frame
             index += 1
+        for old in sorted(pending):
+            incomplete(old, pending[old])
+        if skipped:
+            log.info("%s: %d frames read, %d skipped (%s)", path, index, sum(skipped.values()),
+                     ", ".join(f"{r} {n}" for r, n in sorted(skipped.items())))
     finally:
         reader.close()
 
@@ -410,7 +455,10 @@ def is_bag(path: str | Path) -> bool:
 class BagFrameSource:
     """A bag as a frame source for ``gnesf-map`` (same shape as data.scannet's FrameSource).
 
-    Bags carry no ground truth: ``gt_mesh_path`` is whatever the caller passes (e.g. ``--gt``)."""
+    Frames are converted as the node converts them (:func:`read_frames`); ``skipped`` counts the
+    frames of the last pass that the node would have dropped, by drop reason. A bag without the
+    colour or camera_info topic is refused here (DataError). Bags carry no ground truth:
+    ``gt_mesh_path`` is whatever the caller passes (e.g. ``--gt``)."""
 
     def __init__(self, path: str | Path, size: tuple[int, int] | None = None, max_frames: int | None = None,
                  stride: int = 1, gt_mesh_path: str | Path | None = None, layout: BagLayout = BagLayout()):
@@ -421,17 +469,25 @@ class BagFrameSource:
         self.stride = max(int(stride), 1)
         self.scene_name = self.path.name
         self.gt_mesh_path = Path(gt_mesh_path) if gt_mesh_path else None
-        self.skipped_poses = 0
-        count = bag_summary(self.path).topics.get(layout.color_topic, ("", 0))[1]
+        self.skipped: Counter = Counter()
+        summary = bag_summary(self.path)
+        require_topics(self.path, summary.topics, layout)
+        count = summary.topics[layout.color_topic][1]
         n = -(-count // self.stride)
         self._len = min(n, max_frames) if max_frames else n
+
+    @property
+    def skipped_poses(self) -> int:
+        """Frames skipped for a missing or invalid pose (as data.scannet's FrameSource)."""
+        return self.skipped["no_transform"] + self.skipped["invalid_pose"]
 
     def __len__(self) -> int:
         return self._len
 
     def __iter__(self) -> Iterator[Frame]:
+        self.skipped = Counter()
         emitted = 0
-        for i, frame in enumerate(read_frames(self.path, self.size, self.layout)):
+        for i, frame in enumerate(read_frames(self.path, self.size, self.layout, skipped=self.skipped)):
             if i % self.stride:
                 continue
             if self.max_frames and emitted >= self.max_frames:

@@ -340,7 +340,8 @@ def triangle_list_markers(vertices: np.ndarray, faces: np.ndarray, colors: np.nd
                           alpha: float = 1.0) -> list[Marker]:
     """Mesh (Vx3 metres, Fx3 indices, Vx3 uint8 RGB per vertex) -> TRIANGLE_LIST markers with
     per-vertex colours, ids 0..k-1, each holding at most ``max_vertices`` (whole triangles).
-    An empty mesh gives one empty marker (so a subscriber still sees the map was cleared)."""
+    An empty mesh gives one DELETEALL marker of ``ns`` (a subscriber sees the map was cleared; an
+    ADD TRIANGLE_LIST without points is an error in RViz2)."""
     vertices = np.asarray(vertices, np.float64).reshape(-1, 3)
     faces = np.asarray(faces, np.int64).reshape(-1, 3)
     if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
@@ -352,8 +353,10 @@ def triangle_list_markers(vertices: np.ndarray, faces: np.ndarray, colors: np.nd
     else:
         c = np.asarray(colors, np.float64).reshape(-1, 3)[faces].reshape(-1, 3) / 255.0
         rgba = np.concatenate([c, np.full((len(c), 1), float(alpha))], axis=1)
+    if not len(faces):
+        return [Marker(header=header, ns=ns, id=0, action=Marker.DELETEALL)]
     markers = []
-    for i, start in enumerate(range(0, max(len(faces), 1), per)):
+    for i, start in enumerate(range(0, len(faces), per)):
         sl = slice(3 * start, 3 * min(start + per, len(faces)))
         m = Marker(header=header, ns=ns, id=i, type=Marker.TRIANGLE_LIST, action=Marker.ADD)
         m.pose.orientation.w = 1.0
@@ -457,8 +460,12 @@ def triangle_list_marker_array_cdr(vertices: np.ndarray, faces: np.ndarray, colo
         rgba = np.empty((len(tri_xyz), 4), np.float32)
         rgba[:, :3] = np.asarray(colors, np.float32).reshape(-1, 3)[faces].reshape(-1, 3) / np.float32(255.0)
         rgba[:, 3] = alpha
-    starts = range(0, max(len(faces), 1), per)
+    starts = range(0, len(faces), per)
     w = _CdrWriter()
+    if not len(faces):  # as triangle_list_markers: one DELETEALL, no empty ADD
+        w.pack("I", 1, align=4)
+        w.marker(header, ns, 0, 0, Marker.DELETEALL)
+        return w.bytes(), 0
     w.pack("I", len(starts) + len(delete_ids), align=4)
     for i, start in enumerate(starts):
         sl = slice(3 * start, 3 * min(start + per, len(faces)))

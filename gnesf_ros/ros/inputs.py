@@ -20,7 +20,7 @@ from gnesf_ros.types import Frame
 DROP_REASONS = (
     "unsupported_encoding", "empty_image", "data_size_mismatch", "image_too_large",
     "camera_info_mismatch", "bad_camera_info", "depth_size_mismatch", "bad_segmentation",
-    "no_camera_info", "no_depth", "no_segmentation", "sync_overflow", "queue_full",
+    "no_camera_info", "no_depth", "no_segmentation", "sync_overflow", "queue_full", "keyframe_queue_full",
     "no_transform", "invalid_pose", "tf_rejected", "bad_pose",
     "duplicate_stamp", "out_of_order", "time_backwards", "internal_error",
 )

@@ -1,14 +1,20 @@
 """gnesf_mapping: the ROS 2 node, a thin adapter over ``gnesf_ros.pipeline.Mapper``.
 
-Callbacks only check stamps, pair messages (ApproximateSync) and enqueue (bounded, drop-oldest);
-one worker thread looks up the camera pose (waiting up to tf_timeout_s), converts messages to a
-``Frame`` and calls the mapper; a lock keeps services, timers and the worker from racing on the
-map. The node is an rclpy LifecycleNode: with ``use_lifecycle: false`` (default) it configures
-and activates itself; otherwise a lifecycle manager drives it (configure loads models and the
-map, activate starts subscriptions, deactivate pauses keeping the map, cleanup frees it).
+Three stages, so that mapping a fragment never costs a keyframe:
+  callbacks  check stamps, pair messages (ApproximateSync), enqueue (``queue_size``, drop oldest);
+  frames     one thread looks up the camera pose (waiting up to tf_timeout_s), converts messages to
+             a ``Frame`` and runs the keyframe test; keyframes go on, other frames only get renders;
+  keyframes  one thread maps them (``keyframe_queue_fragments`` windows deep), publishing the map.
+Renders run on a third thread that keeps only the newest request. A lock keeps services, timers and
+the workers from racing on the map. Idle flush, map publication and /diagnostics run on the steady
+clock, so they go on when /clock stops at the end of a bag. The node is an rclpy LifecycleNode: with
+``use_lifecycle: false`` (default) it configures and activates itself; otherwise a lifecycle
+manager drives it (configure loads and warms up the models and loads the map, activate starts
+subscriptions, deactivate pauses keeping the map, cleanup frees it).
 """
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 import threading
@@ -21,8 +27,10 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -46,6 +54,19 @@ from gnesf_ros.ros.worker import BoundedWorker
 POSE_TOPIC_FRAME = "gnesf_pose_topic_camera"  # child frame the pose-topic fallback feeds
 DEFAULT_SAVE_PATH = "gnesf_map.npz"
 FLUSH = object()  # worker item: map the unfinished keyframe window
+HOUSEKEEPING_HZ = 10.0  # idle-flush check and rate-limited map publication (steady clock)
+# Parameters rclpy or launch may set on any node besides the ones this node declares.
+_FOREIGN_PARAMETERS = ("use_sim_time", "start_type_description_service")
+
+
+USAGE = """usage: gnesf-node [--ros-args --params-file FILE -p NAME:=VALUE -r FROM:=TO ...]
+
+The gnesf_mapping ROS 2 node (semantic mapping from posed RGB(-D) images). Parameters: config/mapping.yaml
+(every one described: ros2 param describe /gnesf_mapping NAME). See README.md, "Running the node"."""
+
+
+def _is_flush(item) -> bool:
+    return item is FLUSH or (isinstance(item, tuple) and len(item) == 2 and item[1] is FLUSH)
 
 
 class _JumpAwareTfListener(TfListener):
@@ -83,42 +104,80 @@ def _descriptor(p) -> ParameterDescriptor:
 
 
 class MappingNode(LifecycleNode):
-    """The gnesf_mapping node (keyword arguments go to rclpy's Node, e.g. parameter_overrides)."""
+    """The gnesf_mapping node (keyword arguments go to rclpy's Node, e.g. parameter_overrides).
+
+    Raises ConfigError for a parameter that is unknown, of the wrong type or out of range, and
+    SystemExit(2) when it cannot configure itself (unmanaged mode)."""
 
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
-        for p in parameter_table():
-            self.declare_parameter(p.name, p.default, _descriptor(p))
+        self.frame_worker = self.keyframe_worker = self.render_worker = None  # before anything can fail
+        self._declare_parameters()
         self.stats = NodeStats(self.get_logger(), ("color", "depth", "camera_info", "segmentation"))
         self.counts = self.stats.counts
         self._lock = threading.Lock()
         self.mapper = None
-        self.worker: BoundedWorker | None = None
+        # Attribute names must not shadow rclpy's own (_services, _timers, _subscriptions, ...: the
+        # executor serves the parameter and lifecycle services from those lists).
+        self.frame_worker: BoundedWorker | None
         self.outputs: MapPublishers | None = None
+        self.diag_pub = None
         self.sync: ApproximateSync | None = None
         self.tf = TransformBuffer()
         self.tf_listener: TfListener | None = None
-        self._subs: list = []
-        self._timers: list = []
-        self._services: list = []
+        self._input_subs: list = []
+        self._steady_timers: list = []
+        self._trigger_services: list = []
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._last_stamp: float | None = None
         self._last_color_stamp: float | None = None
         self._last_fragment = {"ms": 0.0, "wall": 0.0}
         self._last_input = time.monotonic()  # when the last frame was enqueued (idle flush)
-        self._flush_queued = False
+        self._idle_flushed_input: float | None = None  # _last_input of the last idle flush
+        self._generation = 0  # bumped by every map reset: keyframes queued before it are stale
         self._map_version = 0
         self._published_version = -1
         self._last_publish = -1e9  # monotonic time of the last full map publication
+        self._newest_keyframe_stamp = None  # header stamp of the newest keyframe given to the mapper
+        self._map_stamp = None  # header stamp of the newest keyframe in the map (stamps map outputs)
         # Three lanes of the executor: inputs (the sync is not thread-safe), /tf, timers + services.
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._tf_group = MutuallyExclusiveCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
-        self.get_logger().info("parameters:\n" + "\n".join(
-            f"  {p.name}: {self.get_parameter(p.name).value}" for p in parameter_table()))
         if not self.get_parameter("use_lifecycle").value:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise SystemExit(2)
             self.trigger_activate()
+
+    def _declare_parameters(self) -> None:
+        """Declare the table; a params-file key the node does not know, a wrong type or an
+        out-of-range value is a ConfigError naming the key (before anything starts)."""
+        table = parameter_table()
+        for p in table:
+            try:
+                self.declare_parameter(p.name, p.default, _descriptor(p))
+            except ParameterException as e:
+                raise ConfigError(f"parameter '{p.name}': {e}") from None
+        known = {p.name for p in table} | set(_FOREIGN_PARAMETERS)
+        unknown = sorted(n for n in self._parameter_overrides if n not in known and not n.startswith("qos_overrides."))
+        if unknown:
+            close = {n: difflib.get_close_matches(n, known, 1) for n in unknown}
+            raise ConfigError("unknown parameter" + ("s " if len(unknown) > 1 else " ") + ", ".join(
+                f"'{n}'" + (f" (did you mean '{close[n][0]}'?)" if close[n] else "") for n in unknown)
+                + f" for node {NODE_NAME}; `ros2 param list` or config/mapping.yaml show the known ones")
+        self.get_logger().debug("parameters:\n" + "\n".join(
+            f"  {p.name}: {self.get_parameter(p.name).value}" for p in table))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """Parameters are read when the node configures: a change after that would do nothing, so
+        it is refused with the way to apply it (unconfigured managed nodes take changes)."""
+        mine = [p.name for p in params if p.name not in _FOREIGN_PARAMETERS]
+        if mine and self.mapper is not None:
+            return SetParametersResult(successful=False, reason=(
+                f"{', '.join(mine)}: read at configure; set it while unconfigured (use_lifecycle: true, "
+                "then deactivate + cleanup + configure) or restart the node with the new value"))
+        return SetParametersResult(successful=True)
 
     # ---------------------------------------------------------------- configuration
     def _read_configs(self):
@@ -130,7 +189,8 @@ class MappingNode(LifecycleNode):
         return build_configs(values, base)
 
     def _build_mapper(self):
-        """Mapper with its segmenter and model loaded now, so a missing file fails at start."""
+        """Mapper with its segmenter and model loaded and warmed up now (a missing file fails at
+        start, the first fragment runs at full speed), and the map of load_map_path."""
         from gnesf_ros.pipeline import Mapper
 
         cfg = self.mapper_cfg
@@ -142,16 +202,14 @@ class MappingNode(LifecycleNode):
             mapper.segmenter  # noqa: B018 - loads the checkpoint
         except GnesfError as e:
             raise ConfigError(f"parameter mapper.segmenter.checkpoint = '{cfg.segmenter.checkpoint}': {e}") from None
-        if cfg.mode in ("rgb", "rgbd"):
-            try:
-                mapper.warm_up()  # loads the weights; the first fragment then runs at full speed
-            except GnesfError as e:
-                raise ConfigError(f"parameter mapper.model.weights = '{cfg.model.weights}': {e}") from None
+        try:
+            mapper.warm_up()  # loads the weights, runs one dummy fragment
+        except GnesfError as e:
+            raise ConfigError(f"parameter mapper.model.weights = '{cfg.model.weights}' "
+                              f"(device '{cfg.model.device}'): {e}") from None
         if self.node_cfg.load_map_path:
-            from gnesf_ros.mapping import SemanticVoxelMap
-
             try:
-                mapper.map = SemanticVoxelMap.load(self.node_cfg.load_map_path, mapper.class_table)
+                mapper.load_map(self.node_cfg.load_map_path)
             except GnesfError as e:
                 raise ConfigError(f"parameter load_map_path = '{self.node_cfg.load_map_path}': {e}") from None
             self.get_logger().info(f"loaded map {self.node_cfg.load_map_path} ({mapper.map.num_blocks} blocks)")
@@ -159,6 +217,7 @@ class MappingNode(LifecycleNode):
 
     # ---------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        t0 = time.monotonic()
         try:
             self.node_cfg, self.mapper_cfg = self._read_configs()
             self.mapper = self._build_mapper()
@@ -168,16 +227,16 @@ class MappingNode(LifecycleNode):
         c = self.node_cfg
         self.outputs = MapPublishers(self, self.mapper.class_table, c.mesh_max_vertices_per_marker)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._services = [
+        self._trigger_services = [
             self.create_service(Trigger, "gnesf/save_map", self._on_save, callback_group=self._timer_group),
             self.create_service(Trigger, "gnesf/reset", self._on_reset, callback_group=self._timer_group),
             self.create_service(Trigger, "gnesf/flush", self._on_flush, callback_group=self._timer_group),
         ]
         self.tf_listener = _JumpAwareTfListener(self, self.tf, c.time_jump_threshold_s, callback_group=self._tf_group)
         self._map_version += 1
-        self.get_logger().info(f"configured: mode={self.mapper_cfg.mode}, segmenter={self.mapper_cfg.segmenter.backend}, "
-                               f"voxel={self.mapper_cfg.map.voxel_size_m} m, processing size "
-                               f"{self.mapper_cfg.camera.width}x{self.mapper_cfg.camera.height}")
+        self.get_logger().info(f"configured in {time.monotonic() - t0:.1f} s: mode={self.mapper_cfg.mode}, "
+                               f"segmenter={self.mapper_cfg.segmenter.backend}, voxel={self.mapper_cfg.map.voxel_size_m} m,"
+                               f" processing size {self.mapper_cfg.camera.width}x{self.mapper_cfg.camera.height}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -188,38 +247,51 @@ class MappingNode(LifecycleNode):
         use_seg = self.mapper_cfg.segmenter.backend == "external"
         self.sync = ApproximateSync(use_depth=use_depth, slop_s=c.sync_slop_s, max_wait_s=c.tf_timeout_s,
                                     use_segmentation=use_seg, jump_back_s=c.time_jump_threshold_s)
+        keyframe_slots = c.keyframe_queue_fragments * self.mapper_cfg.keyframe.fragment_size
+        self.keyframe_worker = BoundedWorker(self._map_keyframe, keyframe_slots, "gnesf-keyframes", pinned=_is_flush,
+                                             on_drop=lambda item: self._drop(
+                                                 "keyframe_queue_full", f"keyframe queue full ({keyframe_slots} = "
+                                                 "keyframe_queue_fragments x fragment_size): the mapper is that far "
+                                                 "behind; raise keyframe_queue_fragments or use a lighter mapper.mode"))
+        self.frame_worker = BoundedWorker(self._ingest, c.queue_size, "gnesf-frames", pinned=_is_flush,
+                                          on_drop=lambda item: self._drop(
+                                              "queue_full", f"frame queue full (queue_size = {c.queue_size}): pose "
+                                              "look-up and keyframe test fell behind the input; raise queue_size"))
+        self.render_worker = BoundedWorker(self._render, 1, "gnesf-renders",
+                                           on_drop=lambda item: self.counts.update(("renders_skipped",)))
+        for w in (self.keyframe_worker, self.frame_worker, self.render_worker):
+            w.start()
         g = self._input_group
         sub = self.create_subscription
-        self._subs = [sub(Image, c.color_topic, self._on_color, qos, callback_group=g),
-                      sub(CameraInfo, c.camera_info_topic, self._on_info, qos, callback_group=g)]
+        self._input_subs = [sub(Image, c.color_topic, self._on_color, qos, callback_group=g),
+                            sub(CameraInfo, c.camera_info_topic, self._on_info, qos, callback_group=g)]
         if use_depth:
-            self._subs.append(sub(Image, c.depth_topic, self._on_depth, qos, callback_group=g))
+            self._input_subs.append(sub(Image, c.depth_topic, self._on_depth, qos, callback_group=g))
         if use_seg:
-            self._subs.append(sub(Image, c.segmentation_topic, self._on_segmentation, qos, callback_group=g))
+            self._input_subs.append(sub(Image, c.segmentation_topic, self._on_segmentation, qos, callback_group=g))
         if c.pose_source != "tf":
             msg_type = PoseStamped if c.pose_source == "pose" else Odometry
-            self._subs.append(sub(msg_type, c.pose_topic, self._on_pose, 50, callback_group=g))
-        self.worker = BoundedWorker(self._process, c.queue_size)
-        self.worker.start()
+            self._input_subs.append(sub(msg_type, c.pose_topic, self._on_pose, 50, callback_group=g))
+        timer = self.create_timer
         if c.diagnostics_rate_hz > 0:
-            self._timers.append(self.create_timer(1.0 / c.diagnostics_rate_hz, self._publish_diagnostics,
-                                                  callback_group=self._timer_group))
-        self._timers.append(self.create_timer(1.0 / max(c.publish_rate_hz, 1.0), self._on_publish_timer,
-                                              callback_group=self._timer_group))
-        self.get_logger().info(f"active: {c.color_topic}" + (f" + {c.depth_topic}" if use_depth else "")
-                               + (f" + {c.segmentation_topic}" if use_seg else "") + f", poses from {c.pose_source}")
+            self._steady_timers.append(timer(1.0 / c.diagnostics_rate_hz, self._publish_diagnostics,
+                                             callback_group=self._timer_group, clock=self._steady))
+        self._steady_timers.append(timer(1.0 / HOUSEKEEPING_HZ, self._on_housekeeping,
+                                         callback_group=self._timer_group, clock=self._steady))
+        self.get_logger().info(f"ready: mapping {self.resolve_topic_name(c.color_topic)}"
+                               + (f" + {self.resolve_topic_name(c.depth_topic)}" if use_depth else "")
+                               + (f" + {self.resolve_topic_name(c.segmentation_topic)}" if use_seg else "")
+                               + f", poses from {c.pose_source}, mode {self.mapper_cfg.mode}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        for s in self._subs:
+        for s in self._input_subs:
             self.destroy_subscription(s)
-        for t in self._timers:
+        for t in self._steady_timers:
             self.destroy_timer(t)
-        self._subs, self._timers = [], []
-        if self.worker is not None:
-            self.worker.stop()
-            self.stats.drops.update(self.worker.drops)
-            self.worker = None
+        self._input_subs, self._steady_timers = [], []
+        self.stop_workers()
+        self.frame_worker = self.keyframe_worker = self.render_worker = None
         if self.sync is not None:
             self.stats.drops.update(self.sync.drops)
             self.sync = None
@@ -229,32 +301,33 @@ class MappingNode(LifecycleNode):
         if self.outputs is not None:
             self.outputs.destroy()
             self.outputs = None
-        for srv in self._services:
+        for srv in self._trigger_services:
             self.destroy_service(srv)
-        self._services = []
+        self._trigger_services = []
         if self.tf_listener is not None:
             self.tf_listener.destroy()
             self.tf_listener = None
-        if getattr(self, "diag_pub", None) is not None:
+        if self.diag_pub is not None:
             self.destroy_publisher(self.diag_pub)
             self.diag_pub = None
         with self._lock:
             self.mapper = None
         self.tf.clear()
-        self._last_stamp = self._last_color_stamp = None
+        self._last_stamp = self._last_color_stamp = self._map_stamp = self._newest_keyframe_stamp = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.stop_worker()
+        self.stop_workers()
         self.save_on_exit()
         return TransitionCallbackReturn.SUCCESS
 
-    def stop_worker(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
+    def stop_workers(self) -> None:
+        for w in (self.frame_worker, self.keyframe_worker, self.render_worker):
+            if w is not None:
+                w.stop()
 
     def destroy_node(self) -> None:
-        self.stop_worker()
+        self.stop_workers()
         super().destroy_node()
 
     def save_on_exit(self) -> None:
@@ -270,20 +343,12 @@ class MappingNode(LifecycleNode):
         self.stats.drop(reason, message)
 
     def _enqueue(self, items: list[SyncedInput]) -> None:
-        worker = self.worker
+        worker = self.frame_worker
         if worker is not None:
             for item in items:
                 worker.put((time.monotonic(), item))
             if items:
-                self._last_input, self._flush_queued = time.monotonic(), False
-
-    def _queue_flush(self) -> int:
-        """Ask the worker (after the frames already queued) to map the unfinished window; -> keyframes pending."""
-        pending = self.mapper.pending_keyframes if self.mapper is not None else 0
-        if self.worker is not None and not self._flush_queued:
-            self._flush_queued = True
-            self.worker.put((time.monotonic(), FLUSH))
-        return pending
+                self._last_input = time.monotonic()
 
     def _on_info(self, msg: CameraInfo) -> None:
         self.stats.arrived("camera_info")
@@ -315,7 +380,7 @@ class MappingNode(LifecycleNode):
         except GnesfError as e:
             self._drop("bad_pose", str(e))
 
-    # ---------------------------------------------------------------- worker
+    # ---------------------------------------------------------------- frames stage
     def _lookup_pose(self, frame_id: str, stamp: float, received: float) -> np.ndarray:
         c = self.node_cfg
         child = POSE_TOPIC_FRAME if c.pose_source != "tf" else frame_id
@@ -329,75 +394,119 @@ class MappingNode(LifecycleNode):
                                                         f"within tf_timeout_s = {c.tf_timeout_s} s: {e}") from None
             time.sleep(0.005)
 
-    def _check_time(self, stamp: float) -> None:
-        """Duplicate / out-of-order / jumped-back stamps: raise InputRejected or reset the map."""
+    def _check_time(self, stamp: float) -> bool:
+        """Duplicate / out-of-order / ignored jumped-back stamps raise InputRejected; -> True when the
+        stamp jumped back far enough to reset the map (done once the frame proves valid)."""
         last, c = self._last_stamp, self.node_cfg
-        if last is not None and stamp == last:
+        if last is None or stamp > last:
+            return False
+        if stamp == last:
             raise InputRejected("duplicate_stamp", f"stamp {stamp:.6f} seen twice")
-        if last is not None and stamp < last:
-            if last - stamp <= c.time_jump_threshold_s:
-                raise InputRejected("out_of_order", f"stamp {stamp:.3f} older than the last mapped {last:.3f}")
-            if c.on_time_jump == "ignore":
-                raise InputRejected("time_backwards", f"time jumped back {last - stamp:.2f} s (on_time_jump: ignore)")
-            self.get_logger().warning(f"time jumped back {last - stamp:.2f} s: resetting the map (on_time_jump: reset)")
-            with self._lock:
-                self.mapper.reset()
-                self._map_version += 1
-            self.counts["time_jump_resets"] += 1
-        self._last_stamp = stamp
+        if last - stamp <= c.time_jump_threshold_s:
+            raise InputRejected("out_of_order", f"stamp {stamp:.3f} older than the last mapped {last:.3f}")
+        if c.on_time_jump == "ignore":
+            raise InputRejected("time_backwards", f"time jumped back {last - stamp:.2f} s (on_time_jump: ignore)")
+        return True
 
-    def _process(self, queued: tuple[float, SyncedInput]) -> None:
+    def _ingest(self, queued: tuple[float, SyncedInput]) -> None:
+        """Frames stage: pose, conversion, keyframe test. Never waits for the map."""
         received, item = queued
         if item is FLUSH:
-            self._flush()
+            self.keyframe_worker.put(FLUSH)  # behind the keyframes of the frames queued before it
             return
         self.counts["frames_received"] += 1
         try:
-            self._check_time(item.stamp)
+            jumped = self._check_time(item.stamp)
             T = self._lookup_pose(item.color.header.frame_id, item.stamp, received)
             if not is_valid_pose(T):
                 raise InputRejected("invalid_pose", "transform is not a finite rigid motion")
             frame = to_frame(item, T, self.mapper_cfg.camera, self.node_cfg.max_image_pixels,
                              self.counts["frames_received"], self.mapper.class_table.num_classes)
-            self._map_step(lambda: self.mapper.add_frame(frame), item.color.header.stamp)
+            if jumped:  # only a frame that can be mapped moves the node's clock (a stray future stamp cannot)
+                self.get_logger().warning(f"time jumped back {self._last_stamp - item.stamp:.2f} s: resetting the map "
+                                          "(on_time_jump: reset)")
+                self._reset_map()
+                self.counts["time_jump_resets"] += 1
+            self._last_stamp = item.stamp
             self.counts["frames_mapped"] += 1
-            self._publish_renders(frame, item.color.header)
+            if self.mapper.select_keyframe(frame):
+                self.counts["keyframes_selected"] += 1
+                self.keyframe_worker.put((self._generation, frame, item.color.header))
+            n = self.node_cfg.render_every_n
+            if n and self.counts["frames_mapped"] % n == 0 and self.outputs.renders_wanted():
+                self.render_worker.put((frame, item.color.header))
         except InputRejected as e:
             self._drop(e.reason, str(e))
         except Exception as e:  # noqa: BLE001 - the node must survive any single bad input
             self._drop("internal_error", f"{type(e).__name__}: {e}")
 
+    def _reset_map(self) -> None:
+        """Forget the map, the queued keyframes and the keyframe state (a time jump, gnesf/reset)."""
+        self._generation += 1
+        if self.keyframe_worker is not None:
+            self.keyframe_worker.clear()
+        with self._lock:
+            self.mapper.reset()
+            self._map_version += 1
+            self._map_stamp = self._newest_keyframe_stamp = None
+
+    # ---------------------------------------------------------------- keyframes stage
+    def _map_keyframe(self, item) -> None:
+        if item is FLUSH:
+            self._flush()
+            return
+        generation, frame, header = item
+        if generation != self._generation:
+            return  # queued before a map reset
+        try:
+            self._map_step(lambda: self.mapper.add_keyframe(frame), added=header.stamp)
+        except Exception as e:  # noqa: BLE001 - as _ingest: the node keeps running
+            self._drop("internal_error", f"mapping keyframe {frame.index}: {type(e).__name__}: {e}")
+
     def _flush(self) -> None:
         try:
             if self._map_step(self.mapper.flush):
                 self.counts["flushes"] += 1
-        except Exception as e:  # noqa: BLE001 - as _process: the node keeps running
+            elif self.mapper.pending_keyframes:
+                self.get_logger().info(f"flush: {self.mapper.pending_keyframes} keyframe(s) wait for more "
+                                       f"(a fragment needs >= {self.mapper.min_fragment_frames})")
+        except Exception as e:  # noqa: BLE001 - as _ingest: the node keeps running
             self._drop("internal_error", f"flushing the window: {type(e).__name__}: {e}")
 
-    def _map_step(self, step: Callable[[], object | None], stamp=None) -> bool:
-        """Run a mapper call that may map a fragment (under the map lock); if it did, time it and
-        publish the changed map. -> whether the map changed."""
+    def _map_step(self, step: Callable[[], object | None], added=None) -> bool:
+        """Run a mapper call that may map a fragment (under the map lock; ``added``: the header stamp
+        of the keyframe it adds); if it did, time it and publish the changed map. -> whether it did."""
         t0 = time.perf_counter()
         with self._lock:
+            before = self.mapper.pending_keyframes + (added is not None)
+            if added is not None:
+                self._newest_keyframe_stamp = added
             update = step()
             if update is not None:
                 self._map_version += 1
+                self.counts["keyframes_mapped"] += before - self.mapper.pending_keyframes
+                self._map_stamp = self._newest_keyframe_stamp
         if update is None:
             return False
         self._last_fragment = {"ms": (time.perf_counter() - t0) * 1e3, "wall": time.time()}
-        self._publish_map(stamp)
+        self._publish_map()
         return True
 
-    def _publish_renders(self, frame, header: Header) -> None:
-        n = self.node_cfg.render_every_n
-        if n and self.counts["frames_mapped"] % n == 0 and self.outputs.renders_wanted():
+    def _render(self, item) -> None:
+        frame, header = item
+        try:
             with self._lock:
-                self.outputs.publish_renders(self.mapper.map, frame.T_world_cam, frame.K, frame.size, header)
+                if self.mapper is not None and self.outputs is not None:
+                    self.outputs.publish_renders(self.mapper.map, frame.T_world_cam, frame.K, frame.size, header)
+        except Exception as e:  # noqa: BLE001
+            self._drop("internal_error", f"rendering frame {frame.index}: {type(e).__name__}: {e}")
 
     # ---------------------------------------------------------------- map outputs
-    def _publish_map(self, stamp=None, blocking: bool = True) -> None:
+    def _publish_map(self, blocking: bool = True) -> None:
         """Publish the map products if the map changed (at most publish_rate_hz), or the ones a
-        new subscriber is waiting for. The timer calls it non-blocking: never waits on the worker."""
+        new subscriber is waiting for; stamped with the newest keyframe in the map (data time, the
+        same clock as the images), or now for a map with none (loaded). The timer calls it
+        non-blocking: it never waits on the mapper."""
         rate = self.node_cfg.publish_rate_hz
         changed = self._map_version != self._published_version
         due = rate == 0 or time.monotonic() - self._last_publish >= 1.0 / rate
@@ -409,8 +518,8 @@ class MappingNode(LifecycleNode):
         try:
             if self.mapper is None:
                 return
-            header = Header(frame_id=self.node_cfg.map_frame,
-                            stamp=stamp if stamp is not None else self.get_clock().now().to_msg())
+            stamp = self._map_stamp if self._map_stamp is not None else self.get_clock().now().to_msg()
+            header = Header(frame_id=self.node_cfg.map_frame, stamp=stamp)
             version = self._map_version
             outputs.publish_map(self.mapper.map, header, only_pending=not (changed and due))
             if changed and due:
@@ -418,12 +527,17 @@ class MappingNode(LifecycleNode):
         finally:
             self._lock.release()
 
-    def _on_publish_timer(self) -> None:
+    def _workers_idle(self) -> bool:
+        return all(w is not None and w.idle() for w in (self.frame_worker, self.keyframe_worker))
+
+    def _on_housekeeping(self) -> None:
+        """Steady-clock timer: idle flush (once per pause in the input) and map publication."""
         idle = self.node_cfg.idle_flush_s
-        if (idle > 0 and self.worker is not None and not self._flush_queued and self.worker.idle()
+        if (idle > 0 and self._idle_flushed_input != self._last_input and self._workers_idle()
                 and time.monotonic() - self._last_input > idle and self.mapper is not None
                 and self.mapper.pending_keyframes):
-            self._queue_flush()
+            self._idle_flushed_input = self._last_input
+            self.keyframe_worker.put(FLUSH)
         try:
             self._publish_map(blocking=False)
         except Exception as e:  # noqa: BLE001
@@ -441,25 +555,32 @@ class MappingNode(LifecycleNode):
         return response
 
     def _on_flush(self, request, response):
-        pending = self._queue_flush()
-        response.success = self.worker is not None
-        response.message = (f"mapping {pending} pending keyframes after the queued frames" if response.success
-                            else "not active: nothing to flush")
+        if self.frame_worker is None or self.mapper is None:
+            response.success, response.message = False, "not active: nothing to flush"
+            return response
+        pending = self.mapper.pending_keyframes
+        need = self.mapper.min_fragment_frames
+        if pending and pending < need and self.mapper.counters["fragments"] == 0 and self.frame_worker.idle():
+            response.success = False
+            response.message = (f"{pending} keyframe(s) pending, a fragment needs >= {need}: "
+                                "they are mapped once more keyframes arrive")
+            return response
+        self.frame_worker.put((time.monotonic(), FLUSH))  # after the frames already queued
+        response.success = True
+        response.message = f"mapping the pending keyframes ({pending} now) after the queued frames"
         return response
 
     def _on_reset(self, request, response):
-        if self.worker is not None:
-            self.worker.clear()
-        with self._lock:
-            self.mapper.reset()
-            self._map_version += 1
+        if self.frame_worker is not None:
+            self.frame_worker.clear()
+        self._reset_map()
         self._last_stamp = None
         response.success, response.message = True, "map cleared"
         return response
 
     # ---------------------------------------------------------------- diagnostics
     def drop_counts(self) -> Counter:
-        more = [src.drops for src in (self.worker, self.sync) if src is not None]
+        more = [self.sync.drops] if self.sync is not None else []
         if self.tf_listener is not None:
             more.append(Counter(tf_rejected=self.tf_listener.counts["rejected"]))
         return self.stats.drop_counts(*more)
@@ -468,9 +589,12 @@ class MappingNode(LifecycleNode):
         """The key/values of the /diagnostics status (also handy for tests)."""
         kv = {f"{k}_rate_hz": f"{self.stats.rate_hz(k):.2f}" for k in self.stats.arrivals}
         kv.update({f"{k}_msgs": str(v) for k, v in self.stats.received.items()})
-        kv["queue_depth"] = str(self.worker.depth() if self.worker else 0)
+        kv["queue_depth"] = str(self.frame_worker.depth() if self.frame_worker else 0)
+        kv["keyframe_queue_depth"] = str(self.keyframe_worker.depth() if self.keyframe_worker else 0)
         kv["sync_pending"] = str(self.sync.pending if self.sync is not None else 0)
-        kv.update({k: str(self.counts[k]) for k in ("frames_received", "frames_mapped", "time_jump_resets", "flushes")})
+        kv.update({k: str(self.counts[k]) for k in ("frames_received", "frames_mapped", "keyframes_selected",
+                                                    "keyframes_mapped", "renders_skipped", "time_jump_resets",
+                                                    "flushes")})
         last = self._last_fragment
         kv["last_fragment_ms"] = f"{last['ms']:.1f}"
         kv["last_fragment_age_s"] = f"{time.time() - last['wall']:.1f}" if last["wall"] else "never"
@@ -493,14 +617,18 @@ class MappingNode(LifecycleNode):
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``gnesf-node`` / ``ros2 run gnesf_ros mapping_node``. SIGINT and SIGTERM
     stop it (rclpy's handlers); the map is then saved when save_map_path is set."""
-    rclpy.init(args=argv if argv is not None else sys.argv)
+    args = sys.argv if argv is None else argv
+    if any(a in ("-h", "--help") for a in args[1:args.index("--ros-args") if "--ros-args" in args else None]):
+        print(USAGE)
+        return 0
+    rclpy.init(args=args)
     try:
         node = MappingNode()
     except SystemExit as e:
         rclpy.try_shutdown()
         return int(e.code or 2)
-    except Exception as e:  # noqa: BLE001 - parameter type errors and the like: one readable line
-        print(f"gnesf-node: {type(e).__name__}: {e}", file=sys.stderr)
+    except GnesfError as e:  # a parameter a person must fix: one line, no traceback
+        print(f"gnesf-node: {e}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
     executor = MultiThreadedExecutor(num_threads=3)
@@ -510,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.stop_worker()
+        node.stop_workers()
         try:
             node.save_on_exit()
         except (GnesfError, OSError) as e:
@@ -519,7 +647,6 @@ def main(argv: list[str] | None = None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

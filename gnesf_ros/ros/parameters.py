@@ -42,26 +42,26 @@ class NodeConfig:
     pose_topic: str = _p("camera/pose", "PoseStamped/Odometry of the optical frame in map_frame when pose_source is pose or odometry.")
     input_qos: str = _p("sensor_data", "QoS of image inputs: sensor_data (best effort) or reliable; both keep the last input_qos_depth messages.", choices=("sensor_data", "reliable"))
     input_qos_depth: int = _p(10, "DDS history of each image input (keep last N): messages that arrive while the callbacks are busy wait here, the oldest is overwritten beyond N (invisible to /diagnostics). Raise it when replaying bags with reliable QoS.", 1, 10000)
-    queue_size: int = _p(10, "Frames waiting for the mapping worker; the oldest is dropped (queue_full) when full.", 1, 10000)
+    queue_size: int = _p(10, "Frames waiting for the pose look-up and the keyframe test (fast: this stage never waits for a fragment); the oldest is dropped (queue_full) when full.", 1, 10000)
+    keyframe_queue_fragments: int = _p(3, "Keyframes waiting for the mapper, in fragment windows (x mapper.keyframe.fragment_size): a keyframe is dropped (keyframe_queue_full) only when the mapper is this far behind.", 1, 1000)
     tf_timeout_s: float = _p(0.5, "How long a frame waits for its transform (and depth/segmentation) before it is dropped (no_transform).", 0.0, 60.0)
     sync_slop_s: float = _p(0.02, "Max stamp difference (s) when pairing colour with depth and segmentation.", 0.0, 1.0)
     max_image_pixels: int = _p(4096 * 4096, "Colour images with more pixels are dropped (image_too_large); smaller ones are resized to mapper.camera.width x height.", 1, 1_000_000_000)
     render_every_n: int = _p(1, "Publish label / colour label / depth renders (at mapper.camera size) for every Nth mapped frame; 0 = never. Skipped when nobody subscribes.", 0, 10000)
     publish_rate_hz: float = _p(1.0, "Max rate of map outputs (mesh, cloud, grids, label_info): a changed map is republished at most this often (the first change after a pause at once); 0 = after every fragment.", 0.0, 100.0)
-    idle_flush_s: float = _p(2.0, "Map the keyframes of an unfinished fragment window after this many seconds without a new frame (the end of a bag, a pause); 0 = only on the gnesf/flush service.", 0.0, 3600.0)
+    idle_flush_s: float = _p(2.0, "Map the keyframes of an unfinished fragment window after this many seconds (steady clock, also when /clock stops) without a new frame (the end of a bag, a pause); 0 = only on the gnesf/flush service.", 0.0, 3600.0)
     mesh_max_vertices_per_marker: int = _p(300_000, "Split the mesh into several TRIANGLE_LIST markers beyond this many vertices.", 3, 100_000_000)
     on_time_jump: str = _p("reset", "When image stamps jump backwards (e.g. a looping bag): reset (clear map and TF) or ignore (drop older frames as time_backwards).", choices=("reset", "ignore"))
     time_jump_threshold_s: float = _p(1.0, "A stamp older than the newest by more than this is a time jump; smaller steps back are dropped as out_of_order.", 0.0, 3600.0)
     save_map_path: str = _p("", "Map file (.npz) written by gnesf/save_map and on SIGINT/SIGTERM; '' = no save at exit, the service then writes ./gnesf_map.npz.")
     load_map_path: str = _p("", "Map file (.npz) loaded at start / configure; '' = start empty.")
     use_lifecycle: bool = _p(False, "Managed lifecycle node: wait for configure/activate from a lifecycle manager instead of starting at once.")
-    diagnostics_rate_hz: float = _p(1.0, "Rate of /diagnostics messages; 0 = off.", 0.0, 100.0)
+    diagnostics_rate_hz: float = _p(1.0, "Rate of /diagnostics messages (steady clock: they go on when /clock stops); 0 = off.", 0.0, 100.0)
     mapper_config: str = _p("", "Optional core YAML (config/default.yaml format) applied under the mapper.* parameters that differ from their defaults.")
 
 
 # Ranges of the numeric core settings (inclusive); ROS rejects values outside them.
 MAPPER_RANGES: dict[str, tuple[float, float]] = {
-    "mapper.threads": (0, 256),
     "mapper.camera.width": (8, 8192), "mapper.camera.height": (8, 8192), "mapper.camera.max_depth_m": (0.1, 100.0),
     "mapper.keyframe.min_rotation_deg": (0.0, 180.0), "mapper.keyframe.min_translation_m": (0.0, 100.0),
     "mapper.keyframe.fragment_size": (1, 1000), "mapper.keyframe.fragment_overlap": (0, 999),
