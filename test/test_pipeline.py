@@ -138,3 +138,22 @@ def test_default_yaml_mirrors_the_config_dataclasses():
         return json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples -> lists like YAML
 
     assert norm(load_config(path)) == norm(MapperConfig())
+
+
+def test_rgbd_flush_of_a_single_keyframe_borrows_the_previous_window():
+    """The shipped network needs >= model.min_views (2) views: a last window of one keyframe is
+    completed with the previous window's last keyframe (not integrated twice); a stream of one
+    keyframe stays pending instead of failing."""
+    frames = orbit_frames(5, SIZE)
+    mapper = Mapper(config("rgbd", fragment_size=4), segmenter=LabelSegmenter())
+    assert mapper.min_fragment_frames == 2
+    updates = [u for u in (mapper.add_frame(f) for f in frames) if u is not None]
+    assert len(updates) == 1 and mapper.pending_keyframes == 1
+    assert mapper.flush() is not None and mapper.pending_keyframes == 0
+    assert mapper.stats["fragments"] == 2 and mapper.stats["map_frames_integrated"] == 5
+
+    lone = Mapper(config("rgbd", fragment_size=4), segmenter=LabelSegmenter(), model=mapper.model)
+    lone.add_frame(frames[0])
+    assert lone.flush() is None and lone.pending_keyframes == 1  # kept for the next keyframes
+    lone.add_frame(frames[1])
+    assert lone.flush() is not None and lone.pending_keyframes == 0
