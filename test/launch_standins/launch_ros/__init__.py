@@ -1,0 +1,1 @@
+"""Minimal stand-in of ROS 2 `launch_ros` (see launch/__init__.py)."""

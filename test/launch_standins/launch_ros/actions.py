@@ -1,8 +1,15 @@
-class Node:
-    def __init__(self, package, executable, name=None, parameters=None, remappings=None,
-                 arguments=None, output=None, emulate_tty=False, condition=None, **kwargs):
-        self.package, self.executable, self.name = package, executable, name
-        self.parameters = parameters or []
-        self.remappings = remappings or []
-        self.arguments = arguments or []
-        self.condition = condition
+from launch.action import Action
+
+
+class Node(Action):
+    """Records what launch_ros would start; other keyword arguments (output, emulate_tty, ...) go to
+    ExecuteProcess in the real class and are ignored here."""
+
+    def __init__(self, *, executable, package=None, name=None, namespace=None, exec_name=None,
+                 parameters=None, remappings=None, ros_arguments=None, arguments=None, **kwargs):
+        super().__init__(condition=kwargs.pop("condition", None))
+        self.package, self.executable, self.name, self.namespace = package, executable, name, namespace
+        self.parameters = list(parameters or [])
+        self.remappings = list(remappings or [])
+        self.ros_arguments = list(ros_arguments or [])
+        self.arguments = list(arguments or [])
