@@ -3,8 +3,9 @@
 frames -> keyframes (KeyframeSelector) -> fragment windows (FragmentBuilder) -> 2D segmenter
 -> per mode:
   rgb                GNeSF.predict_fragment (learned SDF + voted semantics) -> map.integrate
-  rgbd               depth TSDF of the new keyframes (map.integrate_depth) + GNeSF.vote_semantics
-                     on the map's near-surface voxels of the fragment -> map.integrate (semantics only)
+  rgbd               depth TSDF of each keyframe as it arrives (map.integrate_depth: the geometry is
+                     current at once) + per window GNeSF.vote_semantics on the map's near-surface
+                     voxels of the fragment -> map.integrate (semantics only)
   baseline_bayesian  depth TSDF + Kimera-Semantics Bayesian fusion of the segmenter's labels
   baseline_average   depth TSDF + running average of the segmenter's probabilities
 Depth modes integrate keyframes only (each once, also when fragments overlap).
@@ -68,7 +69,9 @@ class Mapper:
         self._selector = KeyframeSelector(self.cfg.keyframe)
         self._builder = FragmentBuilder(self.cfg.keyframe, voxel_size=self.map_cfg.voxel_size_m,
                                         max_depth_m=self.cfg.camera.max_depth_m, select_keyframes=False)
-        self._integrated: list[Frame] = []  # keyframes of the last window (already depth-integrated)
+        self._integrated: list[Frame] = []  # keyframes of the last window and since (already depth-integrated)
+        self._integrate_ms = 0.0  # rgbd: depth integration of the window's keyframes so far (its timings)
+        self.revision = 0  # bumped by every change of the map (a keyframe's depth, a fragment)
         self._size: tuple[int, int] | None = None
         self.counters = {"frames": 0, "keyframes": 0, "fragments": 0, "skipped_bad_pose": 0,
                          "skipped_size_mismatch": 0, "skipped_empty_fragment": 0, "vote_voxels": 0, "vote_unseen": 0}
@@ -157,7 +160,15 @@ class Mapper:
         return True
 
     def add_keyframe(self, frame: Frame) -> MapUpdate | None:
-        """Add a keyframe (accepted by ``select_keyframe``) to the window; maps the window when full."""
+        """Add a keyframe (accepted by ``select_keyframe``) to the window; maps the window when full.
+        rgbd integrates the keyframe's depth at once (``revision`` tells the map changed): the
+        geometry does not wait for the window, the semantics of the new surface do."""
+        if self.cfg.mode == "rgbd":
+            t0 = time.perf_counter()
+            if self.map.integrate_depth(frame, None):
+                self.revision += 1
+            self._integrated.append(frame)
+            self._integrate_ms += 1e3 * (time.perf_counter() - t0)
         fragment = self._builder.push(frame)
         return self._process(fragment) if fragment is not None else None
 
@@ -200,6 +211,8 @@ class Mapper:
         else:
             fused = self._integrate_depth(fragment, None if mode == "rgbd" else probs)
             t = lap("integrate", t)
+            timings["integrate"] += self._integrate_ms  # rgbd: done keyframe by keyframe before
+            self._integrate_ms = 0.0
         if mode == "rgbd":
             # the network votes on the voxels within model.vote_band_vox of the surface; the other
             # corners of surface-crossing cells (mesh vertices read them) get the mean of the seeing views
@@ -210,11 +223,12 @@ class Mapper:
                 t = lap("model", t)
                 self.counters["vote_voxels"] += len(coords)
                 self.counters["vote_unseen"] += int((sem_w == 0).sum())  # no view saw them unoccluded
-                self._integrate(FragmentResult(coords, sdf, cls, np.zeros(len(coords), np.float32),
-                                               self.map.voxel_size, sem_weight=sem_w), camera, fragment)
+                fused = self._integrate(FragmentResult(coords, sdf, cls, np.zeros(len(coords), np.float32),
+                                                       self.map.voxel_size, sem_weight=sem_w), camera, fragment)
                 t = lap("integrate_semantics", t)
         timings["total"] = 1e3 * (time.perf_counter() - t0)
         self.counters["fragments"] += 1
+        self.revision += 1
         self.timings.append(timings)
         return MapUpdate(fragment.index, int(fused), timings)
 

@@ -474,23 +474,27 @@ class MappingNode(LifecycleNode):
             self._drop("internal_error", f"flushing the window: {type(e).__name__}: {e}")
 
     def _map_step(self, step: Callable[[], object | None], added=None) -> bool:
-        """Run a mapper call that may map a fragment (under the map lock; ``added``: the header stamp
-        of the keyframe it adds); if it did, time it and publish the changed map. -> whether it did."""
+        """Run a mapper call that may change the map (under the map lock; ``added``: the header stamp
+        of the keyframe it adds); publish the changed map (rate-limited), time a mapped fragment.
+        -> whether a fragment was mapped."""
         t0 = time.perf_counter()
         with self._lock:
             before = self.mapper.pending_keyframes + (added is not None)
+            revision = self.mapper.revision
             if added is not None:
                 self._newest_keyframe_stamp = added
             update = step()
             if update is not None:
-                self._map_version += 1
                 self.counts["keyframes_mapped"] += before - self.mapper.pending_keyframes
+            changed = self.mapper.revision != revision  # a fragment, or (rgbd) a keyframe's depth
+            if changed:
+                self._map_version += 1
                 self._map_stamp = self._newest_keyframe_stamp
-        if update is None:
-            return False
-        self._last_fragment = {"ms": (time.perf_counter() - t0) * 1e3, "wall": time.time()}
-        self._publish_map()
-        return True
+        if update is not None:
+            self._last_fragment = {"ms": (time.perf_counter() - t0) * 1e3, "wall": time.time()}
+        if changed:
+            self._publish_map()
+        return update is not None
 
     def _render(self, item) -> None:
         frame, header = item
