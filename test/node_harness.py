@@ -7,9 +7,15 @@
 - ``mesh_from_markers``: the received mesh back as a LabeledMesh (for 3D metrics).
 - ``synthetic_frames``: posed views of a synthetic scene in memory (for tests that publish themselves;
   the end-to-end test replays a bag with ``gnesf-bag play`` instead).
+- ``LogPump``: drains a started node's merged output in a thread and notes when marker lines appear.
+- ``ReplayProbe``: a Probe that also records wall arrival times of every mesh message (with its
+  stamp), of every /diagnostics message of the node and of each colour image (for latency figures;
+  benchmarks/node_replay.py).
 """
 from __future__ import annotations
 
+import re
+import struct
 import subprocess
 import sys
 import threading
@@ -262,3 +268,142 @@ def synthetic_frames(seed: int, frames: int, stride: int, size: tuple[int, int])
         out.append(Frame(stamp=float(i), rgb=rgb, K=K, T_world_cam=T, depth=depth, labels=labels, probs=labels,
                          index=i))
     return out, scene
+
+
+# ----------------------------------------------------------------------------- replay measurements
+class LogPump:
+    """Reads a process's output (``start_node`` merges stderr into stdout) in a thread, so a chatty
+    node never blocks on a full pipe, and notes the ``time.monotonic()`` at which a line matching
+    each of ``markers`` (regular expressions) first appeared. ``stop()`` ends the process like
+    ``stop_node`` and returns everything it printed."""
+
+    def __init__(self, proc: subprocess.Popen, markers: tuple[str, ...] = (r"\bready\b",)):
+        self.proc = proc
+        self.lines: list[str] = []
+        self.first_seen: dict[str, float] = {}
+        self._markers = [(m, re.compile(m)) for m in markers]
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        for line in self.proc.stdout:
+            t = time.monotonic()
+            with self._lock:
+                self.lines.append(line)
+                for name, pattern in self._markers:
+                    if name not in self.first_seen and pattern.search(line):
+                        self.first_seen[name] = t
+
+    def text(self) -> str:
+        with self._lock:
+            return "".join(self.lines)
+
+    def stop(self, timeout: float = 10.0) -> str:
+        """SIGINT, kill after ``timeout``; returns the process's whole output."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(2)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._thread.join(5.0)
+        return self.text()
+
+
+def cdr_stamp_ns(raw: bytes, offset: int) -> int | None:
+    """``builtin_interfaces/Time`` at byte ``offset`` of a serialised (CDR) message -> integer ns
+    (None when the message is too short). Offsets: 4 for a message that starts with a Header
+    (after the 4-byte encapsulation header), 8 for the first Marker of a MarkerArray (after its
+    sequence length)."""
+    if len(raw) < offset + 8:
+        return None
+    fmt = "<iI" if raw[1] == 1 else ">iI"  # encapsulation 0x0001 CDR_LE, 0x0000 CDR_BE
+    sec, nsec = struct.unpack_from(fmt, raw, offset)
+    return sec * 10**9 + nsec
+
+
+class ReplayProbe(Probe):
+    """A Probe (diagnostics as usual; no label images, no occupancy grid) that also records, as
+    ``time.monotonic()`` wall times of arrival in this process:
+
+    - every ``gnesf/semantic_mesh`` message (reliable, transient local, depth 1), taken raw so that
+      the arrival is stamped before any deserialisation: ``mesh_arrivals`` [(wall s, header stamp
+      ns of the first marker)], the last message's CDR in ``mesh_raw`` (``last_mesh()``
+      deserialises it);
+    - every /diagnostics status of the node: ``diag_times``, the newest key/values in ``diag``,
+      the maxima of numeric keys in ``diag_max``;
+    - each colour image stamp on ``color_topic`` (raw, reliable, depth ``color_depth``):
+      ``color_arrivals`` {stamp ns: wall s of the first arrival}.
+
+    ``wait_matched`` waits for the node's mesh publisher."""
+
+    def __init__(self, ns: str = "", color_topic: str = "/camera/color/image_raw", color_depth: int = 1000,
+                 name: str = "gnesf_replay_probe"):
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+        from visualization_msgs.msg import MarkerArray
+
+        # set before Probe starts spinning: its /diagnostics callback (ours) uses them
+        self.mesh_arrivals: list[tuple[float, int | None]] = []
+        self.mesh_raw: bytes | None = None
+        self.diag_times: list[float] = []
+        self.diag_max: dict[str, float] = {}
+        self.semantic_stamps: list[tuple[float, float]] = []  # (arrival, diagnostics semantic_stamp s)
+        self.color_arrivals: dict[int, float] = {}
+        super().__init__(ns=ns, renders=False, name=name, maps=False, publish=False)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        sub = self.node.create_subscription
+        self._output_subs.append(sub(MarkerArray, f"{ns}/gnesf/semantic_mesh", self._on_mesh_raw, latched, raw=True))
+        self._color_sub = sub(Image, color_topic, self._on_color_raw,
+                              QoSProfile(depth=color_depth, reliability=ReliabilityPolicy.RELIABLE), raw=True)
+
+    def _on_mesh_raw(self, raw: bytes) -> None:
+        t = time.monotonic()
+        stamp = cdr_stamp_ns(raw, 8)
+        with self.lock:
+            self.mesh_arrivals.append((t, stamp))
+            self.mesh_raw = raw
+
+    def _on_color_raw(self, raw: bytes) -> None:
+        t = time.monotonic()
+        stamp = cdr_stamp_ns(raw, 4)
+        if stamp is not None:
+            with self.lock:
+                self.color_arrivals.setdefault(stamp, t)
+
+    def _on_diag(self, msg) -> None:
+        t = time.monotonic()
+        for status in msg.status:
+            if status.name == f"{self.ns}/gnesf_mapping: mapper":
+                kv = {kv.key: kv.value for kv in status.values}
+                with self.lock:
+                    self.diag = kv
+                    self.diag_count += 1
+                    self.diag_times.append(t)
+                    if kv.get("semantic_stamp", "none") != "none":
+                        self.semantic_stamps.append((t, float(kv["semantic_stamp"])))
+                    for k, v in kv.items():
+                        try:
+                            x = float(v)
+                        except ValueError:
+                            continue
+                        self.diag_max[k] = max(x, self.diag_max.get(k, x))
+
+    def last_mesh(self):
+        """The last mesh message received, deserialised (a MarkerArray), or None."""
+        from rclpy.serialization import deserialize_message
+        from visualization_msgs.msg import MarkerArray
+
+        with self.lock:
+            raw = self.mesh_raw
+        return deserialize_message(raw, MarkerArray) if raw is not None else None
+
+    def snapshot(self) -> dict:
+        """Copies of everything recorded so far (under the lock)."""
+        with self.lock:
+            return {"diag": dict(self.diag), "diag_times": list(self.diag_times), "diag_max": dict(self.diag_max),
+                    "semantic_stamps": list(self.semantic_stamps),
+                    "mesh_arrivals": list(self.mesh_arrivals), "color_arrivals": dict(self.color_arrivals)}

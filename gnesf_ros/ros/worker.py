@@ -47,6 +47,11 @@ class BoundedWorker:
         with self._cv:
             return len(self._queue)
 
+    def busy(self) -> bool:
+        """An item is being handled right now."""
+        with self._cv:
+            return self._busy
+
     def idle(self) -> bool:
         with self._cv:
             return not self._queue and not self._busy
