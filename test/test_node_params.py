@@ -81,12 +81,9 @@ def _posed_frame(i: int):
                  depth=np.full((60, 80), 1.5, np.float32), probs=np.full((60, 80), 1, np.uint8), index=i)
 
 
-def test_lifecycle_configure_activate_deactivate_cleanup(tmp_path):
-    from rclpy.lifecycle import TransitionCallbackReturn as R
-    from rclpy.parameter import Parameter
-
+def seed_map(tmp_path: Path) -> tuple[Path, int]:
+    """A small saved baseline map (4 frames at a wall) -> (path, number of blocks)."""
     from gnesf_ros.pipeline import Mapper
-    from gnesf_ros.ros.node import MappingNode
 
     cfg = MapperConfig(mode="baseline_average")
     cfg.segmenter.backend = "external"
@@ -95,7 +92,16 @@ def test_lifecycle_configure_activate_deactivate_cleanup(tmp_path):
     for i in range(4):
         seed.add_frame(_posed_frame(i))
     assert seed.map.num_blocks > 0
-    map_path = seed.map.save(tmp_path / "seed_map.npz")
+    return seed.map.save(tmp_path / "seed_map.npz"), seed.map.num_blocks
+
+
+def test_lifecycle_configure_activate_deactivate_cleanup(tmp_path):
+    from rclpy.lifecycle import TransitionCallbackReturn as R
+    from rclpy.parameter import Parameter
+
+    from gnesf_ros.ros.node import MappingNode
+
+    map_path, blocks = seed_map(tmp_path)
 
     overrides = [Parameter("use_lifecycle", value=True), Parameter("mapper.mode", value="baseline_average"),
                  Parameter("mapper.segmenter.backend", value="external"),
@@ -109,14 +115,14 @@ def test_lifecycle_configure_activate_deactivate_cleanup(tmp_path):
             assert node.describe_parameters(["queue_size"])[0].integer_range[0].from_value == 1
             assert node.mapper is None  # managed: nothing happens before configure
             assert node.trigger_configure() == R.SUCCESS
-            assert node.mapper.map.num_blocks == seed.map.num_blocks  # the map was loaded
+            assert node.mapper.map.num_blocks == blocks  # the map was loaded
             assert node.trigger_activate() == R.SUCCESS
             topics = {s.topic_name for s in node.subscriptions}
             assert {"/camera/color/image_raw", "/camera/depth/image_rect_raw", "/segmentation/probabilities",
                     "/tf", "/tf_static"} <= topics
             assert node.trigger_deactivate() == R.SUCCESS
             assert "/camera/color/image_raw" not in {s.topic_name for s in node.subscriptions}
-            assert node.mapper.map.num_blocks == seed.map.num_blocks  # paused, map kept
+            assert node.mapper.map.num_blocks == blocks  # paused, map kept
             assert node.trigger_activate() == R.SUCCESS and node.trigger_deactivate() == R.SUCCESS
             assert node.trigger_cleanup() == R.SUCCESS
             assert node.mapper is None and not list(node.subscriptions)

@@ -15,10 +15,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from node_harness import Probe, start_node, stop_node, synthetic_frames  # noqa: E402
 from ros_env import ros_domain, spawn  # noqa: E402
+from test_node_params import seed_map  # noqa: E402
 
 import rclpy  # noqa: E402
 
-from gnesf_ros.config import KeyframeConfig, MapperConfig  # noqa: E402
+from gnesf_ros.config import KeyframeConfig  # noqa: E402
 from gnesf_ros.geometry.keyframes import KeyframeSelector  # noqa: E402
 from gnesf_ros.ros.parameters import NODE_NAME, parameter_table  # noqa: E402
 
@@ -56,20 +57,6 @@ class _Client:
         self.node.destroy_node()
 
 
-def _seed_map(tmp_path: Path) -> tuple[Path, int]:
-    from test_node_params import _posed_frame
-
-    from gnesf_ros.pipeline import Mapper
-
-    cfg = MapperConfig(mode="baseline_average")
-    cfg.segmenter.backend = "external"
-    cfg.keyframe.fragment_size = 2
-    seed = Mapper(cfg)
-    for i in range(4):
-        seed.add_frame(_posed_frame(i))
-    return seed.map.save(tmp_path / "seed_map.npz"), seed.map.num_blocks
-
-
 def test_lifecycle_and_parameters_from_another_process(tmp_path):
     from lifecycle_msgs.msg import State, Transition
     from lifecycle_msgs.srv import ChangeState, GetState
@@ -77,7 +64,7 @@ def test_lifecycle_and_parameters_from_another_process(tmp_path):
     from rclpy.parameter_client import AsyncParameterClient
     from std_srvs.srv import Trigger
 
-    map_path, blocks = _seed_map(tmp_path)
+    map_path, blocks = seed_map(tmp_path)
     node_name = f"/{NODE_NAME}"
     with ros_domain() as env:
         rclpy.init()

@@ -63,3 +63,15 @@ def test_time_jump_back_clears_stale_buffers():
     assert out == [] and s.jumps == 1
     out = s.add_depth(5.0, "d")
     assert [(o.color, o.depth) for o in out] == [("c", "d")]
+
+
+def test_drops_reach_the_callback_with_a_reason_a_person_can_act_on():
+    told = []
+    s = ApproximateSync(use_depth=True, slop_s=0.01, max_wait_s=0.2, on_drop=lambda r, m: told.append((r, m)))
+    s.add_color(1.0, "c0")
+    s.add_color(1.1, "c1")  # no camera_info yet: c0 goes
+    s.add_info("K")
+    s.add_depth(2.0, "d")  # c1 never finds depth within the wait
+    assert [r for r, _ in told] == ["no_camera_info", "no_depth"]
+    assert "camera_info topic" in told[0][1] and "sync_slop_s" in told[1][1]
+    assert not s.drops  # the callback owns the counting

@@ -110,15 +110,16 @@ class MappingNode(LifecycleNode):
 
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
-        self.frame_worker = self.keyframe_worker = self.render_worker = None  # before anything can fail
+        # Attribute names must not shadow rclpy's own (_services, _timers, _subscriptions, ...: the
+        # executor serves the parameter and lifecycle services from those lists).
+        self.frame_worker: BoundedWorker | None = None  # set before anything can fail (destroy_node)
+        self.keyframe_worker: BoundedWorker | None = None
+        self.render_worker: BoundedWorker | None = None
         self._declare_parameters()
         self.stats = NodeStats(self.get_logger(), ("color", "depth", "camera_info", "segmentation"))
         self.counts = self.stats.counts
         self._lock = threading.Lock()
         self.mapper = None
-        # Attribute names must not shadow rclpy's own (_services, _timers, _subscriptions, ...: the
-        # executor serves the parameter and lifecycle services from those lists).
-        self.frame_worker: BoundedWorker | None
         self.outputs: MapPublishers | None = None
         self.diag_pub = None
         self.sync: ApproximateSync | None = None
@@ -242,7 +243,8 @@ class MappingNode(LifecycleNode):
         use_depth = c.use_depth and self.mapper_cfg.mode != "rgb"
         use_seg = self.mapper_cfg.segmenter.backend == "external"
         self.sync = ApproximateSync(use_depth=use_depth, slop_s=c.sync_slop_s, max_wait_s=c.tf_timeout_s,
-                                    use_segmentation=use_seg, jump_back_s=c.time_jump_threshold_s)
+                                    use_segmentation=use_seg, jump_back_s=c.time_jump_threshold_s,
+                                    on_drop=self._drop)
         keyframe_slots = c.keyframe_queue_fragments * self.mapper_cfg.keyframe.fragment_size
         self.keyframe_worker = BoundedWorker(self._map_keyframe, keyframe_slots, "gnesf-keyframes", pinned=_is_flush,
                                              on_drop=lambda item: self._drop(
@@ -287,9 +289,7 @@ class MappingNode(LifecycleNode):
         self._input_subs, self._steady_timers = [], []
         self.stop_workers()
         self.frame_worker = self.keyframe_worker = self.render_worker = None
-        if self.sync is not None:
-            self.stats.drops.update(self.sync.drops)
-            self.sync = None
+        self.sync = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -582,9 +582,7 @@ class MappingNode(LifecycleNode):
 
     # ---------------------------------------------------------------- diagnostics
     def drop_counts(self) -> Counter:
-        more = [self.sync.drops] if self.sync is not None else []
-        if self.tf_listener is not None:
-            more.append(Counter(tf_rejected=self.tf_listener.counts["rejected"]))
+        more = [Counter(tf_rejected=self.tf_listener.counts["rejected"])] if self.tf_listener is not None else []
         return self.stats.drop_counts(*more)
 
     def diagnostics(self) -> dict[str, str]:

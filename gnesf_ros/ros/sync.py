@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 PARTNERS = ("depth", "segmentation")
@@ -29,7 +30,9 @@ class SyncedInput:
 
 class ApproximateSync:
     def __init__(self, use_depth: bool, slop_s: float = 0.02, max_wait_s: float = 0.5,
-                 buffer_len: int = 10, use_segmentation: bool = False, jump_back_s: float = 1.0):
+                 buffer_len: int = 10, use_segmentation: bool = False, jump_back_s: float = 1.0,
+                 on_drop: Callable[[str, str], None] | None = None):
+        """``on_drop(reason, message)`` is told of every dropped message (default: counted in ``drops``)."""
         self.slop_s = slop_s
         self.max_wait_s = max_wait_s
         self.jump_back_s = jump_back_s
@@ -41,6 +44,7 @@ class ApproximateSync:
         self._info: Any = None
         self._newest: float | None = None
         self.drops: Counter[str] = Counter()
+        self._on_drop = on_drop or (lambda reason, message: self.drops.update((reason,)))
         self.jumps = 0
 
     @property
@@ -83,7 +87,7 @@ class ApproximateSync:
             self.reset()
         self._newest = stamp if self._newest is None else max(self._newest, stamp)
         if len(q) == q.maxlen:
-            self.drops["sync_overflow"] += 1
+            self._on_drop("sync_overflow", f"sync buffer full ({q.maxlen}): oldest message at {q[0][0]:.3f} dropped")
         q.append((stamp, msg))
 
     def _nearest(self, q: deque, stamp: float) -> tuple[float, Any] | None:
@@ -98,7 +102,8 @@ class ApproximateSync:
             # Without intrinsics nothing can be mapped; keep the newest colour only.
             while len(self._colors) > 1:
                 self._colors.popleft()
-                self.drops["no_camera_info"] += 1
+                self._on_drop("no_camera_info", "no camera_info received yet: colour image dropped (is the "
+                                                "camera_info topic right and published?)")
             return out
         now = self._newest
         keep: deque[tuple[float, Any]] = deque(maxlen=self._buffer_len)
@@ -111,7 +116,8 @@ class ApproximateSync:
                 out.append(SyncedInput(stamp, color, found.get("depth", (0, None))[1], self._info,
                                        found.get("segmentation", (0, None))[1]))
             elif now - stamp > self.max_wait_s:
-                self.drops[f"no_{missing[0]}"] += 1
+                self._on_drop(f"no_{missing[0]}", f"colour image at {stamp:.3f} found no {missing[0]} image within "
+                                                  f"{self.slop_s} s (sync_slop_s) in {self.max_wait_s} s")
             else:
                 keep.append((stamp, color))
         self._colors = keep
