@@ -269,3 +269,49 @@ def test_keyframes_survive_a_slow_fragment(monkeypatch):
     assert int(diag["keyframes_mapped"]) == len(keyframes), diag
     assert "drops_queue_full" not in diag and "drops_keyframe_queue_full" not in diag, diag
     assert int(diag["frames_mapped"]) == len(frames), diag
+
+
+def test_a_stray_future_frame_does_not_move_the_clock():
+    """A well-formed frame stamped far in the future has no transform and is dropped; it must not
+    count as the newest stamp (the next valid frames would look like a jump back and wipe the map)."""
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import CameraInfo
+
+    from gnesf_ros.ros import conversions as conv
+    from gnesf_ros.ros.node import MappingNode
+    from gnesf_ros.ros.sync import SyncedInput
+
+    frames, _ = synthetic_frames(2003, 8, 8, SIZE)
+    values = {**LIGHT, "mapper.camera.height": SIZE[0], "mapper.camera.width": SIZE[1],
+              "mapper.keyframe.fragment_size": 2, "tf_timeout_s": 0.1}
+
+    def item(f, stamp: float, with_tf: bool):
+        header = conv.make_header(stamp, "camera_color_optical_frame")
+        if with_tf:
+            node.tf.set_transform("map", header.frame_id, stamp, f.T_world_cam)
+        info = CameraInfo(header=header, height=SIZE[0], width=SIZE[1])
+        info.k = [float(v) for v in f.K.reshape(-1)]
+        return SyncedInput(stamp, conv.numpy_to_image(f.rgb, "rgb8", header),
+                           conv.numpy_to_image(f.depth, "32FC1", header), info,
+                           conv.numpy_to_image(f.labels.astype("uint8"), "mono8", header))
+
+    with ros_domain():
+        rclpy.init()
+        try:
+            node = MappingNode(parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+            sequence = [(frames[0], 100.0, True), (frames[1], 100.2, True), (frames[2], 1e6, False)] + [
+                (f, 100.4 + 0.2 * i, True) for i, f in enumerate(frames[3:])]
+            for f, stamp, with_tf in sequence:
+                node._enqueue([item(f, stamp, with_tf)])
+                deadline = time.monotonic() + 5
+                while not node.frame_worker.idle() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            deadline = time.monotonic() + 10
+            while not (node.keyframe_worker.idle() and node.frame_worker.idle()) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            diag = node.diagnostics()
+            node.destroy_node()
+        finally:
+            rclpy.shutdown()
+    assert diag["drops_no_transform"] == "1" and diag["time_jump_resets"] == "0", diag
+    assert int(diag["frames_mapped"]) == len(frames) - 1 and int(diag["map_blocks"]) > 0, diag
