@@ -68,6 +68,9 @@ def test_build_configs_maps_dotted_names_and_rejects_bad_values():
         build_configs({**values, "on_time_jump": "rewind"})
     with pytest.raises(ConfigError, match="mapper.map.nope"):
         build_configs({**values, "mapper.map.nope": 1})
+    # within the ROS range but impossible together with the rest of the config rules
+    with pytest.raises(ConfigError, match="mapper.segmenter.threads"):
+        build_configs({**values, "mapper.segmenter.threads": 0})
 
 
 def _posed_frame(i: int):

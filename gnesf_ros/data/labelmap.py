@@ -7,6 +7,7 @@ class table (gnesf_ros.classes) maps NYU40 to class indices (255 = ignore).
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,12 @@ def load_label_map(tsv_path: str | Path | None = None, table: ClassTable | None 
     path = Path(tsv_path)
     if not path.is_file():
         raise DataError(f"label map not found: {path} (expected ScanNet's {LABEL_TSV_NAME})")
-    with path.open(newline="") as fh:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); expected ScanNet's "
+                        f"{LABEL_TSV_NAME}") from None
+    with io.StringIO(text, newline="") as fh:
         reader = csv.DictReader(fh, delimiter="\t")
         missing = {"id", "nyu40id"} - set(reader.fieldnames or ())
         if missing:

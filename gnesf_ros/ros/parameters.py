@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from gnesf_ros.config import ConfigError, MapperConfig, _apply, field_help
+from gnesf_ros.config import ConfigError, MapperConfig, _apply, field_help, validate_config
 
 NODE_NAME = "gnesf_mapping"
 
@@ -66,7 +66,7 @@ MAPPER_RANGES: dict[str, tuple[float, float]] = {
     "mapper.keyframe.min_rotation_deg": (0.0, 180.0), "mapper.keyframe.min_translation_m": (0.0, 100.0),
     "mapper.keyframe.fragment_size": (1, 1000), "mapper.keyframe.fragment_overlap": (0, 999),
     "mapper.segmenter.input_height": (8, 8192), "mapper.segmenter.input_width": (8, 8192),
-    "mapper.segmenter.batch_size": (1, 1024), "mapper.segmenter.threads": (0, 256),
+    "mapper.segmenter.batch_size": (1, 1024), "mapper.segmenter.threads": (1, 256),
     "mapper.segmenter.oracle_miou": (0.0, 100.0), "mapper.segmenter.oracle_seed": (0, 2**31 - 1),
     "mapper.segmenter.oracle_temperature": (0.01, 100.0),
     "mapper.segmenter.external_label_confidence": (0.0, 1.0),
@@ -144,7 +144,7 @@ def build_configs(values: dict[str, Any], base: MapperConfig | None = None) -> t
     for n, v, f, _ in iter_fields(node):
         if "choices" in f.metadata and v not in f.metadata["choices"]:
             raise ConfigError(f"parameter '{n}' must be one of {', '.join(f.metadata['choices'])}, got {v!r}")
-    mapper = _apply(base or MapperConfig(), mapper_vals, "mapper")
+    mapper = validate_config(_apply(base or MapperConfig(), mapper_vals, "mapper"), "mapper")
     return node, mapper
 
 
