@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -176,7 +177,96 @@ def _apply(obj: Any, data: dict, where: str) -> Any:
         except TypeError:
             raise ConfigError(f"config key '{path}': expected {typ.__name__}, got {value!r}") from None
         setattr(obj, key, value)
+    if not where and type(obj).__module__ == __name__:  # a whole config of this module (other modules: their own checks)
+        validate_config(obj)
     return obj
+
+
+# Value rules of the config dataclasses above (the defaults stay there): checked once a YAML file or
+# overrides are applied, so an impossible value is a ConfigError naming its key, not a crash (or a
+# silently wrong map) later. Every number must be finite; every int >= 0 and every float >= 0
+# unless listed in SIGNED; the fields below have tighter bounds: (low, high, low_is_strict[, high_is_strict]).
+_POS = (0, None, True)  # > 0
+_ONE = (1, None, False)  # >= 1 (ints)
+_UNIT = (0.0, 1.0, False)  # [0, 1]
+_RULES: dict[str, dict[str, tuple]] = {
+    "CameraConfig": {"width": _ONE, "height": _ONE, "max_depth_m": _POS},
+    "KeyframeConfig": {"fragment_size": _ONE},
+    "SegmenterConfig": {"input_height": _ONE, "input_width": _ONE, "batch_size": _ONE, "threads": _ONE,
+                        "oracle_miou": (0.0, 100.0, True), "oracle_temperature": _POS,
+                        "external_label_confidence": (0.0, 1.0, True)},
+    "ModelConfig": {"voxel_size_m": _POS, "volume_size_vox": _ONE, "trunc_vox": _POS, "max_depth_m": _POS,
+                    "min_views": _ONE, "occ_threshold": _UNIT, "occ_band_vox": _POS, "feat_channels": _ONE,
+                    "geo_channels": _ONE, "max_fine_voxels": _ONE, "vote_hidden": _ONE, "vis_samples": _ONE,
+                    "render_samples": _ONE, "render_far_m": _POS, "render_tau_vox": _POS},
+    "MapConfig": {"voxel_size_m": _POS, "block_size_vox": _ONE, "trunc_vox": _POS, "max_blocks": _ONE,
+                  "max_weight": _POS, "bayes_measurement_prob": (0.5, 1.0, True, True), "max_ray_m": _POS,
+                  "alloc_pixel_stride": _ONE},
+    "EvalConfig": {"threshold_m": _POS, "surface_points_per_m2": _POS},
+    "GnesfTrainConfig": {"steps": _ONE, "geometry_fraction": _UNIT, "lr": _POS, "train_seed_count": _ONE,
+                         "frames_per_scene": _ONE, "views": _ONE, "height": _ONE, "width": _ONE, "rays": _ONE,
+                         "oracle_miou": (0.0, 100.0, True), "occ_pos_weight": _POS, "save_every": _ONE,
+                         "log_every": _ONE, "window_pool": _ONE, "window_repeats": _ONE},
+}
+SIGNED = {("MapConfig", "occupancy_min_height_m"), ("MapConfig", "occupancy_max_height_m"),
+          ("MapConfig", "occupied_sdf_vox")}
+LEVEL_TUPLES = {"occ_band_vox", "feat_channels", "geo_channels", "occ_balance_max"}  # one value per level
+DEVICE_RE = re.compile(r"(cpu|cuda|mps|xpu)(:\d+)?")
+
+
+def _check_number(path: str, value: Any, integer: bool, rule: tuple | None, signed: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise ConfigError(f"config key '{path}': expected {'an integer' if integer else 'a number'}, got {value!r}")
+    lo, hi, strict, strict_hi = (*(rule or ((None, None, False) if signed else (0, None, False))), False)[:4]
+    bad = not math.isfinite(value)
+    bad = bad or (lo is not None and (value <= lo if strict else value < lo))
+    bad = bad or (hi is not None and (value >= hi if strict_hi else value > hi))
+    if bad:
+        if lo is not None and hi is not None:
+            want = f"in {'(' if strict else '['}{lo}, {hi}{')' if strict_hi else ']'}"
+        elif lo is not None:
+            want = f"{'>' if strict else '>='} {lo}"
+        else:
+            want = "finite"
+        raise ConfigError(f"config key '{path}': must be {want}, got {value!r}")
+
+
+def validate_config(cfg: Any, where: str = "") -> Any:
+    """Check every value of a config dataclass (and those nested in it) against the rules above;
+    the first impossible one is a ConfigError naming its key. Returns ``cfg``."""
+    cls = type(cfg).__name__
+    hints = get_type_hints(type(cfg))
+    rules = _RULES.get(cls, {})
+    for f in dataclasses.fields(cfg):
+        path = f"{where}.{f.name}" if where else f.name
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            validate_config(value, path)
+            continue
+        typ, rule, signed = hints[f.name], rules.get(f.name), (cls, f.name) in SIGNED
+        if typ in (int, float):
+            _check_number(path, value, typ is int, rule, signed)
+        elif typ is tuple or f.name in LEVEL_TUPLES:
+            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) != 3:
+                raise ConfigError(f"config key '{path}': expected a list of 3 numbers (coarse->fine), got {value!r}")
+            integer = all(isinstance(v, int) for v in getattr(type(cfg)(), f.name))
+            for i, v in enumerate(value):
+                _check_number(f"{path}[{i}]", v, integer, rule, signed)
+        elif f.name == "device" and not DEVICE_RE.fullmatch(str(value)):
+            raise ConfigError(f"config key '{path}': expected a torch device such as cpu or cuda:0, got {value!r}")
+    if cls == "ModelConfig" and cfg.render_far_m <= cfg.render_near_m:
+        raise ConfigError(f"config key '{where}.render_far_m': must be > render_near_m ({cfg.render_near_m}), "
+                          f"got {cfg.render_far_m}")
+    if cls == "MapConfig":
+        if cfg.max_ray_m <= cfg.min_ray_m:
+            raise ConfigError(f"config key '{where}.max_ray_m': must be > min_ray_m ({cfg.min_ray_m}), got {cfg.max_ray_m}")
+        if cfg.occupancy_max_height_m <= cfg.occupancy_min_height_m:
+            raise ConfigError(f"config key '{where}.occupancy_max_height_m': must be > occupancy_min_height_m "
+                              f"({cfg.occupancy_min_height_m}), got {cfg.occupancy_max_height_m}")
+    if cls == "KeyframeConfig" and not cfg.fragment_overlap < cfg.fragment_size:
+        raise ConfigError(f"config key '{where}.fragment_overlap': must be < fragment_size ({cfg.fragment_size}), "
+                          f"got {cfg.fragment_overlap}")
+    return cfg
 
 
 def read_yaml_file(path: str | Path, what: str, error: type[GnesfError] | None = None) -> Any:
@@ -187,9 +277,11 @@ def read_yaml_file(path: str | Path, what: str, error: type[GnesfError] | None =
     if not p.is_file():
         raise error(f"{what} not found: {p}")
     try:
-        return yaml.safe_load(p.read_text()) or {}
+        return yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise error(f"{what} {p} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except yaml.YAMLError as e:
-        raise error(f"{what} {p} is not valid YAML: {e}") from None
+        raise error(f"{what} {p} is not valid YAML: {' '.join(str(e).split())}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> MapperConfig:

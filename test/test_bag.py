@@ -563,3 +563,195 @@ def test_gnesf_map_refuses_a_bag_without_camera_info_or_colour(tmp_path, missing
     assert not (tmp_path / "out").exists()
     with pytest.raises(DataError, match=re.escape(missing)):
         next(read_frames(bag))
+
+
+# ----------------------------------------------------------------------------- data files checked, chunk CRCs
+def _data_file(bag: Path) -> Path:
+    (f,) = [p for p in bag.iterdir() if p.suffix in (".mcap", ".db3")]
+    return f
+
+
+def _info_error(bag: Path, capsys) -> str:
+    """gnesf-bag info on a bad bag: exit 2, nothing on stdout, exactly one line on stderr."""
+    capsys.readouterr()
+    assert bag_main(["info", str(bag)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "Traceback" not in err, out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gnesf-bag: error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+@pytest.mark.parametrize("damage", ["deleted", "emptied", "truncated"])
+def test_info_reads_the_data_files_not_only_the_metadata(tmp_path, capsys, storage, damage):
+    """metadata.yaml alone says nothing about the data: a bag whose data file is gone, empty or cut
+    is refused with one line naming the file."""
+    bag = tmp_path / "b"
+    write_bag(make_frames(3), bag, storage=storage)
+    f = _data_file(bag)
+    if damage == "deleted":
+        f.unlink()
+    elif damage == "emptied":
+        f.write_bytes(b"")
+    else:
+        f.write_bytes(f.read_bytes()[: f.stat().st_size * 2 // 3])
+    line = _info_error(bag, capsys)
+    assert str(f) in line, line
+    assert {"deleted": "missing", "emptied": "empty", "truncated": "truncated" if storage == "mcap" else "malformed"}[
+        damage] in line, line
+    with pytest.raises(DataError, match=re.escape(str(bag))):
+        list(read_frames(bag))
+
+
+def test_info_checks_counts_and_metadata_text(tmp_path, capsys):
+    bag = tmp_path / "b"
+    write_bag(make_frames(3), bag)
+    meta = bag / "metadata.yaml"
+    text = meta.read_text()
+    capsys.readouterr()
+    assert bag_main(["info", str(bag)]) == 0
+    assert re.search(r"data: +13 messages in 1 file\(s\) .* 1 of 1 chunks CRC-checked, summary CRC-checked",
+                     capsys.readouterr().out)
+    # a topic count the data does not hold (e.g. a bag cut by a crash, metadata written by hand)
+    doc = yaml.safe_load(text)
+    for t in doc["rosbag2_bagfile_information"]["topics_with_message_count"]:
+        if t["topic_metadata"]["name"] == "/camera/color/image_raw":
+            t["message_count"] = 4
+    meta.write_text(yaml.safe_dump(doc))
+    line = _info_error(bag, capsys)
+    assert "/camera/color/image_raw" in line and "4" in line and "3" in line, line
+    # not UTF-8; malformed topic entries
+    meta.write_bytes(text.encode().replace(b"storage_identifier", b"storage_\xff\xfeidentifier"))
+    line = _info_error(bag, capsys)
+    assert str(meta) in line and "UTF-8" in line, line
+    meta.write_text(text.replace("topic_metadata:", "topic_metadata_x:", 1))
+    line = _info_error(bag, capsys)
+    assert str(meta) in line and "topics_with_message_count" in line, line
+
+
+def _chunks(mcap_file: Path) -> list:
+    from mcap.records import Chunk
+    from mcap.stream_reader import StreamReader
+
+    with open(mcap_file, "rb") as fh:
+        return [r for r in StreamReader(fh, emit_chunks=True).records if isinstance(r, Chunk)]
+
+
+def test_bags_are_written_with_chunk_crcs(tmp_path, capsys):
+    """Every MCAP chunk carries the CRC-32 of its records (rosbags alone writes 0: "not computed"),
+    checked by mcap's own reader; the bag still reads."""
+    import zlib
+
+    from mcap.records import Message
+    from mcap.stream_reader import StreamReader
+
+    frames = make_frames(60)  # > 1 MiB of records: several chunks
+    write_bag(frames, tmp_path / "b")
+    f = _data_file(tmp_path / "b")
+    chunks = _chunks(f)
+    assert len(chunks) >= 2
+    for c in chunks:
+        assert c.compression == "" and c.uncompressed_crc != 0
+        assert c.uncompressed_crc == zlib.crc32(c.data) and len(c.data) == c.uncompressed_size
+    with open(f, "rb") as fh:
+        assert sum(isinstance(r, Message) for r in StreamReader(fh, validate_crcs=True).records) == 4 * 60 + 1
+    # the footer's summary CRC (channels, schemas, chunk index), computed as mcap's own Writer does
+    import io
+
+    from mcap.writer import Writer as McapRefWriter
+
+    def footer_crc(raw: bytes) -> tuple[int, int]:
+        summary_start = int.from_bytes(raw[-8 - 20:-8 - 12], "little")
+        return int.from_bytes(raw[-8 - 4:-8], "little"), zlib.crc32(raw[summary_start:-8 - 4])
+
+    ref = io.BytesIO()
+    mw = McapRefWriter(ref)
+    mw.start()
+    cid = mw.register_channel("/t", "cdr", mw.register_schema("s", "ros2msg", b"int32 a"))
+    mw.add_message(cid, 1, b"abcd", 1)
+    mw.finish()
+    stored, computed = footer_crc(ref.getvalue())
+    assert stored == computed != 0  # the formula is mcap's
+    stored, computed = footer_crc(f.read_bytes())
+    assert stored == computed != 0
+    got = list(read_frames(tmp_path / "b"))
+    assert len(got) == 60
+    np.testing.assert_array_equal(got[-1].rgb, frames[-1].rgb)
+    assert (f"{len(chunks)} of {len(chunks)} chunks CRC-checked, summary CRC-checked"
+            in bag_summary(tmp_path / "b").data.format())
+
+
+def test_a_flipped_byte_inside_a_chunk_is_refused(tmp_path, capsys):
+    """One corrupt byte in an image inside a chunk: info, read_frames, gnesf-bag play and gnesf-map
+    all refuse the bag with one line, instead of mapping the corrupt image."""
+    from gnesf_ros.ros.bag_play import play
+
+    frames = make_frames(3)
+    bag = tmp_path / "b"
+    write_bag(frames, bag)
+    f = _data_file(bag)
+    data = bytearray(f.read_bytes())
+    at = data.find(frames[1].rgb.tobytes()) + 1000
+    assert at > 1000
+    data[at] ^= 0x01
+    f.write_bytes(bytes(data))
+    line = _info_error(bag, capsys)
+    assert str(f) in line and "checksum" in line, line
+    with pytest.raises(DataError, match=re.escape(str(bag)) + ".*checksum"):
+        list(read_frames(bag))
+    with pytest.raises(DataError, match="checksum"):
+        play(bag, wait_for_subscribers_s=0.0)
+    proc = subprocess.run([sys.executable, "-m", "gnesf_ros.cli.map", str(bag), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=180, cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("gnesf-map: error: ") and str(bag) in errors[0], proc.stderr
+    assert "checksum" in errors[0], errors
+    # a flipped byte in the summary section (the channel declarations and chunk index readers seek by)
+    data[at] ^= 0x01
+    summary_start = int.from_bytes(data[-8 - 20:-8 - 12], "little")
+    data[summary_start + 40] ^= 0x01
+    f.write_bytes(bytes(data))
+    line = _info_error(bag, capsys)
+    assert str(f) in line and "summary" in line, line
+    with pytest.raises(DataError, match="summary"):
+        list(read_frames(bag))
+
+
+def test_interrupted_convert_leaves_no_bag(tmp_path, capsys):
+    """A convert interrupted mid-way (Ctrl-C, a bad frame, SIGKILL) leaves nothing at OUT: the bag is
+    written in a hidden sibling folder and renamed into place when complete."""
+    def frames_then_interrupt():
+        yield from make_frames(2)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_bag(frames_then_interrupt(), tmp_path / "b")
+    assert list(tmp_path.iterdir()) == []
+    # SIGKILL while frames are being written
+    script = ("import sys, time; sys.path.insert(0, sys.argv[2]); from test_bag import make_frames; "
+              "from gnesf_ros.ros.bag import write_bag\n"
+              "def gen():\n    for i, f in enumerate(make_frames(50)):\n"
+              "        if i == 5: print('writing', flush=True); time.sleep(60)\n        yield f\n"
+              "write_bag(gen(), sys.argv[1])\n")
+    out = tmp_path / "killed.bag"
+    proc = subprocess.Popen([sys.executable, "-c", script, str(out), str(Path(__file__).parent)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        hidden = [p for p in tmp_path.iterdir() if p.name.startswith(".killed.bag.")]
+        assert len(hidden) == 1 and list(hidden[0].iterdir())  # the bag being written, beside OUT
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert not out.exists()
+    # OUT under a file: one line
+    (tmp_path / "file").write_text("x")
+    with scannet.ScanNetWriter(tmp_path / "scene0000_00", "scene0000_00", K, (H, W), K, (H, W)) as w:
+        for fr in make_frames(2):
+            w.add(fr.rgb, fr.depth, fr.T_world_cam)
+    capsys.readouterr()
+    assert bag_main(["convert", str(tmp_path / "scene0000_00"), str(tmp_path / "file" / "b")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and str(tmp_path / "file") in err, err

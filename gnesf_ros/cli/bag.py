@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from gnesf_ros.cli.common import run_cli, size_arg
+from gnesf_ros.cli.common import positive_float, positive_int, run_cli, size_arg
 from gnesf_ros.errors import GnesfError
 from gnesf_ros.ros.bag import BagLayout
 
@@ -23,6 +24,8 @@ def _convert(args: argparse.Namespace) -> int:
     from gnesf_ros.data.scannet import open_scene
     from gnesf_ros.ros.bag import write_bag
 
+    if Path(args.out).exists():  # before reading the scene; write_bag checks again before it moves the bag in
+        raise GnesfError(f"{args.out} exists already; choose a new output path")
     scene = open_scene(args.input, size=args.size, max_frames=args.max_frames, stride=args.stride)
     frames = tqdm(scene, total=len(scene), desc="convert", unit="frame", disable=not sys.stderr.isatty())
     summary = write_bag(frames, args.out, storage=args.format,
@@ -54,7 +57,9 @@ def _play(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from gnesf_ros.ros.bag import bag_summary
 
-    print(bag_summary(args.bag).format())
+    # metadata.yaml and the data files it lists, read message by message (MCAP chunk CRCs checked):
+    # a missing, empty, truncated or corrupt file, or counts that differ, is a DataError
+    print(bag_summary(args.bag, verify=True).format())
     return 0
 
 
@@ -70,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--start-time", type=float, default=1_600_000_000.0, help="stamp of the first frame (s)")
     c.add_argument("--size", type=size_arg(1), default=None, help="resize frames to WxH (default native colour size)")
     c.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
-    c.add_argument("--stride", type=int, default=1, help="use every Nth frame")
+    c.add_argument("--stride", type=positive_int, default=1, help="use every Nth frame")
     c.add_argument("--labels", action="store_true",
                    help="also write the scene's label images (mono8 class indices, 255 unknown) on --labels-topic, "
                         "stamped like the colour images: a recorded external segmenter")
@@ -82,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
     pl.add_argument("--loop", action="store_true", help="repeat until interrupted")
     pl.add_argument("--clock", action="store_true", help="publish /clock (for use_sim_time)")
-    pl.add_argument("--clock-hz", type=float, default=40.0, help="/clock rate between messages")
+    pl.add_argument("--clock-hz", type=positive_float, default=40.0, help="/clock rate between messages")
     pl.add_argument("--topics", nargs="+", default=None, help="only these topics")
     pl.add_argument("--delay", type=float, default=0.0, help="seconds to sleep after the wait, before playing")
     pl.add_argument("--wait-for-subscribers", type=float, default=DEFAULT_WAIT_FOR_SUBSCRIBERS_S, metavar="SEC",

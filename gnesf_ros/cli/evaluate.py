@@ -14,7 +14,7 @@ import logging
 import time
 from pathlib import Path
 
-from gnesf_ros.cli.common import run_cli
+from gnesf_ros.cli.common import nonnegative_float, out_file_arg, positive_float, run_cli
 from gnesf_ros.config import EvalConfig
 from gnesf_ros.data.ply import read_labeled_ply
 from gnesf_ros.errors import DataError
@@ -28,11 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gnesf-eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--pred", required=True, type=Path, help="predicted mesh PLY (per-vertex NYU40 'label')")
     p.add_argument("--gt", required=True, type=Path, help="ground-truth mesh PLY, e.g. <scene>_vh_clean_2.labels.ply")
-    p.add_argument("--json", type=Path, help="also write the metrics as JSON here")
-    p.add_argument("--threshold", type=float, default=d.threshold_m, help="F-score threshold in metres")
+    p.add_argument("--json", type=out_file_arg, help="also write the metrics as JSON here")
+    p.add_argument("--threshold", type=positive_float, default=d.threshold_m, help="F-score threshold in metres")
     p.add_argument("--sampling", choices=("vertices", "surface"), default=d.sampling,
                    help="mesh points compared: vertices, or uniform samples on the faces")
-    p.add_argument("--downsample", type=float, default=d.downsample_m,
+    p.add_argument("--downsample", type=nonnegative_float, default=d.downsample_m,
                    help="voxel down-sampling of both point sets in metres (0 = off)")
     return p
 

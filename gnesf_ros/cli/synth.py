@@ -6,7 +6,7 @@ import time
 
 from tqdm import tqdm
 
-from gnesf_ros.cli.common import run_cli, size_arg
+from gnesf_ros.cli.common import out_dir_arg, run_cli, size_arg
 from gnesf_ros.data.synthetic import SEED_RANGES, generate_scene
 from gnesf_ros.errors import GnesfError
 
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=f"Seed ranges: {ranges}. Output: OUT/scene<seed:04d>_00/.")
     p.add_argument("--seed", type=int, required=True, help="scene seed (deterministic)")
     p.add_argument("--frames", type=int, default=300, help="frames at 30 Hz (default 300)")
-    p.add_argument("--out", required=True, help="output folder (the scene folder goes inside)")
+    p.add_argument("--out", type=out_dir_arg, required=True, help="output folder (the scene folder goes inside)")
     p.add_argument("--rooms", type=int, default=1, help="rooms connected by doorways (default 1)")
     p.add_argument("--size", type=size_arg(8), default=(480, 640), help="colour image WxH (default 640x480)")
     return p

@@ -12,7 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from gnesf_ros.cli.common import run_cli, size_arg
+from gnesf_ros.cli.common import finite_float, image_out_arg, positive_int, run_cli, size_arg
 from gnesf_ros.errors import DataError
 
 log = logging.getLogger("gnesf_ros.view")
@@ -33,15 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sheet", help="contact sheet RGB | depth | labels of a ScanNet scene")
     s.add_argument("scene", type=Path, help="ScanNet exported folder or .sens file")
-    s.add_argument("--out", type=Path, required=True, help="output PNG")
-    s.add_argument("--frames", type=int, default=6, help="number of frames, spread over the scan")
+    s.add_argument("--out", type=image_out_arg, required=True, help="output image (.png)")
+    s.add_argument("--frames", type=positive_int, default=6, help="number of frames, spread over the scan")
     s.add_argument("--size", type=size_arg(1), default=(240, 320), help="panel size WxH (default 320x240)")
     m = sub.add_parser("mesh", help="top-down + perspective render of a labeled mesh PLY")
     m.add_argument("mesh", type=Path, help="PLY mesh with a per-vertex NYU40 'label' property")
-    m.add_argument("--out", type=Path, required=True, help="output PNG")
+    m.add_argument("--out", type=image_out_arg, required=True, help="output image (.png)")
     m.add_argument("--up", type=_vector, default=(0.0, 0.0, 1.0), help="gravity-up axis (default 0,0,1)")
     m.add_argument("--size", type=size_arg(1), default=(480, 640), help="size of each view WxH (default 640x480)")
-    m.add_argument("--cut", type=float, default=2.0,
+    m.add_argument("--cut", type=finite_float, default=2.0,
                    help="cut away surfaces this many metres above the floor (ceilings); <= 0 keeps all")
     m.add_argument("--color", choices=("labels", "colors"), default="labels",
                    help="class colours from the labels, or the mesh's own vertex colours")

@@ -12,10 +12,20 @@ rotation), so ``map -> camera_color_optical_frame`` at an image's stamp is the f
 unknown) as mono8 on the segmentation topic, stamped and framed like the colour image: a recorded
 external segmenter that the node (``mapper.segmenter.backend: external``) and ``gnesf-map
 --segmenter external`` both consume.
+
+Integrity: MCAP files are written with each chunk's CRC-32 and the summary CRC (rosbags alone
+leaves both 0), and bags are written beside the target and renamed into place when complete.
+:func:`bag_summary` (``gnesf-bag info``, ``gnesf-map BAG``) reads the data files, not only
+metadata.yaml (:func:`verify_bag`); the readers (:func:`open_reader`) check the summary CRC on
+open and each chunk's CRC as they read it. A missing, empty, truncated or corrupt data file is a
+DataError naming it. sqlite3 has no checksums: only its structure (quick_check) and counts are
+checked.
 """
 from __future__ import annotations
 
+import binascii
 import logging
+import os
 import shutil
 import tempfile
 from collections import Counter
@@ -64,10 +74,14 @@ class BagSummary:
     start_s: float
     topics: dict[str, tuple[str, int]] = field(default_factory=dict)  # topic -> (type, count)
     qos: dict[str, list[dict]] = field(default_factory=dict)
+    data: BagData | None = None  # the data files read (bag_summary(verify=True)), None: not read
 
     def format(self) -> str:
         lines = [f"bag:      {self.path}", f"storage:  {self.storage}",
-                 f"duration: {self.duration_s:.3f} s (start {self.start_s:.3f})", "topics:"]
+                 f"duration: {self.duration_s:.3f} s (start {self.start_s:.3f})"]
+        if self.data is not None:
+            lines.append(f"data:     {self.data.format()}")
+        lines.append("topics:")
         for topic, (typ, n) in sorted(self.topics.items()):
             q = self.qos.get(topic) or [{}]
             lines.append(f"  {topic:32s} {typ:32s} {n:6d} msgs  "
@@ -88,6 +102,73 @@ def _qos(depth: int, transient_local: bool = False):
     return Qos(QosHistory.KEEP_LAST, depth, QosReliability.RELIABLE,
                QosDurability.TRANSIENT_LOCAL if transient_local else QosDurability.VOLATILE,
                zero, zero, QosLiveliness.AUTOMATIC, zero, False)
+
+
+def _crc_mcap_writer():
+    """rosbags' MCAP storage writer, also writing each chunk's CRC-32 (of the uncompressed chunk
+    records, as the MCAP spec defines it): rosbags 0.11 leaves it 0 ("not computed"), so neither
+    its reader nor mcap's could catch a corrupt byte inside a chunk."""
+    from rosbags.rosbag2.storage_mcap import McapWriter
+
+    class CrcMcapWriter(McapWriter):
+        def close_chunk(self) -> None:
+            with self.chunk.bio.getbuffer() as records:
+                crc = binascii.crc32(records)
+            start = self.bio.tell()
+            super().close_chunk()  # chunk record at ``start``, then its message indexes
+            end = self.bio.tell()
+            # chunk record: opcode (1), length (8), message start / end time (8 + 8), uncompressed size (8), CRC
+            self.bio.seek(start + _CHUNK_CRC_OFFSET)
+            self.bio.write(crc.to_bytes(4, "little"))
+            self.bio.seek(end)
+
+        def close(self, version: int, metadata: str) -> None:
+            super().close(version, metadata)  # summary section, footer (summary CRC 0), magic; file closed
+            with open(self.path, "r+b") as fh:
+                stored, crc, at = _mcap_summary_crc(fh)
+                fh.seek(at)
+                fh.write(crc.to_bytes(4, "little"))
+
+    return CrcMcapWriter
+
+
+_CHUNK_CRC_OFFSET = 1 + 8 + 8 + 8 + 8
+_MCAP_MAGIC = b"\x89MCAP0\r\n"
+_MCAP_FOOTER = 1 + 8 + 8 + 8 + 4  # opcode, length, summary start, summary offset start, summary CRC
+
+
+def _mcap_summary_crc(fh) -> tuple[int, int, int]:
+    """(stored, computed, file offset) of an MCAP file's summary CRC: the CRC-32 of every byte from
+    the summary section's start through the footer's summary_offset_start field (MCAP spec).
+    Reads only the summary section. ValueError when the file does not end in a footer and magic."""
+    size = fh.seek(0, 2)
+    footer_at = size - len(_MCAP_MAGIC) - _MCAP_FOOTER
+    if footer_at < len(_MCAP_MAGIC):
+        raise ValueError(f"{size} bytes: too short for an MCAP file")
+    fh.seek(footer_at)
+    tail = fh.read(_MCAP_FOOTER + len(_MCAP_MAGIC))
+    if tail[0] != 0x02 or int.from_bytes(tail[1:9], "little") != 20 or tail[_MCAP_FOOTER:] != _MCAP_MAGIC:
+        raise ValueError("no MCAP footer and end magic at the end of the file (truncated?)")
+    start = int.from_bytes(tail[9:17], "little") or footer_at  # 0: no summary section
+    if not len(_MCAP_MAGIC) <= start <= footer_at:
+        raise ValueError(f"footer: summary start {start} outside the file")
+    fh.seek(start)
+    crc = binascii.crc32(fh.read(footer_at - start))
+    crc = binascii.crc32(tail[:_MCAP_FOOTER - 4], crc)
+    return int.from_bytes(tail[_MCAP_FOOTER - 4:_MCAP_FOOTER], "little"), crc, footer_at + _MCAP_FOOTER - 4
+
+
+def _check_mcap_summary(file: Path) -> bool:
+    """DataError when ``file``'s summary section (channels, schemas, chunk index: what readers
+    seek by) does not match its CRC; False when the file has no summary CRC (0)."""
+    try:
+        with open(file, "rb") as fh:
+            stored, crc, _ = _mcap_summary_crc(fh)
+    except ValueError as e:
+        raise DataError(f"{file}: corrupt or truncated MCAP file ({e})") from None
+    if stored and stored != crc:
+        raise DataError(f"{file}: corrupt MCAP summary section (index): CRC mismatch")
+    return bool(stored)
 
 
 class BagWriter:
@@ -112,6 +193,8 @@ class BagWriter:
         self.ts = _typestore()
         self._writer = Writer(self.path, version=9,
                               storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
+        # chunks with their CRC-32 (rosbags writes 0 = "not computed"), so readers catch corrupt bytes
+        self._writer.STORAGE_PLUGINS = {**Writer.STORAGE_PLUGINS, StoragePlugin.MCAP: _crc_mcap_writer()}
         self._writer.open()
         L, d = layout, layout.qos_depth
         add = self._writer.add_connection
@@ -234,68 +317,334 @@ def write_bag(frames: Iterable[Frame], out: str | Path, storage: str = "mcap", r
     """Write ``frames`` to a new bag at ``out``. Stamps: ``start_time_s + i / rate_hz`` for the i-th
     frame, or ``start_time_s + frame.stamp`` (the file's own times) when ``rate_hz`` is None.
     ``labels``: also write ``frame.labels`` on the segmentation topic (every frame must have them).
-    Written in a hidden sibling folder and moved at the end, so a failure leaves no bag."""
+    Written in a hidden sibling folder (``.OUT.*``), read back (:func:`verify_bag`), flushed to disk
+    and renamed to ``out`` when complete: a failure or an interruption leaves no bag at ``out``
+    (a SIGKILL can leave the hidden folder behind, never a half bag at ``out``)."""
     out = Path(out)
     if out.exists():
         raise DataError(f"{out} exists already; choose a new output path")
     if rate_hz is not None and not rate_hz > 0:
         raise DataError(f"rate must be > 0 Hz, got {rate_hz}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    start_ns = int(round(start_time_s * 1e9))
-    # rosbags names the storage file after the bag folder (and embeds that name): build under
-    # the final name inside a temporary parent, then move.
-    tmp_parent = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        with BagWriter(tmp_parent / out.name, storage, layout, labels) as w:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # rosbags names the storage file after the bag folder (and embeds that name): build under
+        # the final name inside a temporary parent, then move.
+        tmp_parent = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except (FileExistsError, NotADirectoryError) as e:
+        raise DataError(f"cannot create the bag {out}: {e.filename or out.parent} is not a directory") from None
+    start_ns = int(round(start_time_s * 1e9))
+    tmp = tmp_parent / out.name
+    try:
+        with BagWriter(tmp, storage, layout, labels) as w:
             for i, frame in enumerate(frames):
                 offset = i * 1e9 / rate_hz if rate_hz is not None else float(frame.stamp) * 1e9
                 w.add(frame, start_ns + int(round(offset)))
         if w.num_frames == 0:
             raise DataError("no frames to write")
-        (tmp_parent / out.name).rename(out)
+        summary = bag_summary(tmp)  # read back: what lands at ``out`` is a complete, readable bag
+        _fsync_tree(tmp)
+        if out.exists():
+            raise DataError(f"{out} appeared while the bag was written; not overwriting it")
+        tmp.rename(out)
+        _fsync_dir(out.parent)
     finally:
         shutil.rmtree(tmp_parent, ignore_errors=True)
-    return bag_summary(out)
+    summary.path = out
+    return summary
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush a bag folder's files and the folder itself to disk (before it is renamed into place)."""
+    for f in folder.iterdir():
+        if f.is_file():
+            with open(f, "rb+") as fh:
+                os.fsync(fh.fileno())
+    _fsync_dir(folder)
 
 
 def read_metadata(path: str | Path) -> dict:
-    """The ``rosbag2_bagfile_information`` mapping of a bag's metadata.yaml."""
+    """The ``rosbag2_bagfile_information`` mapping of a bag's metadata.yaml; DataError naming the
+    file when it is missing, not UTF-8 or not a rosbag2 metadata mapping."""
     meta = Path(path) / "metadata.yaml"
     if not meta.is_file():
         raise DataError(f"{path} is not a ROS 2 bag: no metadata.yaml")
     try:
-        return yaml.safe_load(meta.read_text())["rosbag2_bagfile_information"]
+        info = yaml.safe_load(meta.read_bytes().decode("utf-8"))["rosbag2_bagfile_information"]
+    except UnicodeDecodeError as e:
+        raise DataError(f"{meta}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except (yaml.YAMLError, KeyError, TypeError) as e:
-        raise DataError(f"{meta}: not a rosbag2 metadata file ({e})") from e
+        raise DataError(f"{meta}: not a rosbag2 metadata file ({type(e).__name__}: {e})") from None
+    if not isinstance(info, dict):
+        raise DataError(f"{meta}: not a rosbag2 metadata file (rosbag2_bagfile_information is not a mapping)")
+    return info
 
 
-def bag_summary(path: str | Path) -> BagSummary:
-    info = read_metadata(path)
+@dataclass
+class BagData:
+    """What the data files of a bag hold, read message by message (:func:`verify_bag`)."""
+
+    counts: Counter  # topic -> messages
+    files: int = 0
+    bytes: int = 0
+    chunks: int = 0  # MCAP chunks
+    crc_chunks: int = 0  # ... of them with a CRC, verified
+    summary_crcs: int = 0  # MCAP files whose summary section (index) had a CRC, verified
+
+    def format(self) -> str:
+        text = f"{sum(self.counts.values())} messages in {self.files} file(s) ({self.bytes / 1e6:.1f} MB) read"
+        if self.chunks:
+            text += f"; {self.crc_chunks} of {self.chunks} chunks CRC-checked"
+            if self.crc_chunks < self.chunks:
+                text += f" ({self.chunks - self.crc_chunks} written without a CRC: their bytes cannot be checked)"
+            text += ", summary CRC-checked" if self.summary_crcs == self.files else ", summary without a CRC"
+        return text
+
+
+def _metadata_counts(path: Path, info: dict) -> tuple[dict[str, tuple[str, int]], dict[str, list]]:
+    """topic -> (type, message count) and topic -> offered QoS profiles, from metadata.yaml."""
     topics, qos = {}, {}
-    for t in info.get("topics_with_message_count") or []:
-        md = t["topic_metadata"]
-        topics[md["name"]] = (md["type"], int(t["message_count"]))
-        q = md.get("offered_qos_profiles") or []
-        qos[md["name"]] = yaml.safe_load(q) if isinstance(q, str) else q  # version <= 8 stored a YAML string
     try:
-        duration_s = info["duration"]["nanoseconds"] * 1e-9
-        start_s = info["starting_time"]["nanoseconds_since_epoch"] * 1e-9
-    except (KeyError, TypeError) as e:
-        raise DataError(f"{path}/metadata.yaml: missing field {e} (not a complete rosbag2 bag)") from None
-    return BagSummary(path=Path(path), storage=info.get("storage_identifier", "?"), duration_s=duration_s,
-                      start_s=start_s, topics=topics, qos=qos)
+        for t in info.get("topics_with_message_count") or []:
+            md = t["topic_metadata"]
+            topics[str(md["name"])] = (str(md["type"]), int(t["message_count"]))
+            q = md.get("offered_qos_profiles") or []
+            qos[md["name"]] = yaml.safe_load(q) if isinstance(q, str) else q  # version <= 8 stored a YAML string
+    except (KeyError, TypeError, ValueError, AttributeError, yaml.YAMLError) as e:
+        raise DataError(f"{path}/metadata.yaml: malformed topics_with_message_count ({type(e).__name__}: {e})") from None
+    return topics, qos
 
 
-def open_reader(path: str | Path):
-    """A rosbags Reader (opened); DataError for a missing or unreadable bag."""
+def _data_files(path: Path, info: dict) -> list[Path]:
+    rel = info.get("relative_file_paths")
+    if not isinstance(rel, list) or not rel or not all(isinstance(r, str) and r for r in rel):
+        raise DataError(f"{path}/metadata.yaml: relative_file_paths must list the bag's data files, got {rel!r}")
+    return [path / r for r in rel]
+
+
+def _scan_mcap(file: Path, counts: Counter) -> tuple[int, int, bool]:
+    """Count ``file``'s messages per topic into ``counts``, checking the summary section's CRC,
+    every chunk (size, CRC when written) and the record structure up to the footer. Returns
+    (chunks, chunks with a CRC, whether the summary had a CRC)."""
+    import struct
+
+    from mcap.exceptions import EndOfFile, McapError
+    from mcap.records import Channel, Chunk, Message
+    from mcap.stream_reader import StreamReader
+    from rosbags.rosbag2 import ReaderError
+    from rosbags.rosbag2.storage_mcap import decompress
+
+    summary_crc = _check_mcap_summary(file)
+    channels: dict[int, str] = {}
+    by_channel: Counter = Counter()
+    chunks = crc_chunks = 0
+
+    def take(rec) -> None:
+        if isinstance(rec, Channel):  # the summary section repeats the declarations: they must agree
+            if channels.setdefault(rec.id, rec.topic) != rec.topic:
+                raise ValueError(f"channel {rec.id} declared as {channels[rec.id]} and as {rec.topic}")
+        elif isinstance(rec, Message):
+            by_channel[rec.channel_id] += 1
+
+    try:
+        with open(file, "rb") as fh:
+            # chunks checked here (size, CRC); mcap's whole-file CRC (DataEnd, 0 in rosbags' files) would
+            # read every byte a second time
+            for rec in StreamReader(fh, emit_chunks=True, validate_crcs=False).records:
+                if isinstance(rec, Chunk):
+                    chunks += 1
+                    crc_chunks += rec.uncompressed_crc != 0
+                    # rosbags' check: supported compression, exact uncompressed size, CRC when written
+                    raw = decompress(rec.data, rec.compression, rec.uncompressed_size, rec.uncompressed_crc)
+                    _count_chunk_records(memoryview(raw), channels, by_channel)
+                else:
+                    take(rec)
+    except EndOfFile:
+        raise DataError(f"{file}: truncated MCAP file (ends before its footer)") from None
+    except ReaderError as e:
+        raise DataError(f"{file}: corrupt MCAP chunk #{chunks}: {e}") from None
+    except (McapError, ValueError, struct.error, UnicodeDecodeError, KeyError, IndexError, OverflowError) as e:
+        raise DataError(f"{file}: corrupt or truncated MCAP file ({type(e).__name__}: {e})") from None
+    unknown = set(by_channel) - set(channels)
+    if unknown:
+        raise DataError(f"{file}: corrupt MCAP file (messages on undeclared channel(s) {sorted(unknown)})")
+    for cid, n in by_channel.items():
+        counts[channels[cid]] += n
+    return chunks, crc_chunks, summary_crc
+
+
+def _count_chunk_records(raw: memoryview, channels: dict[int, str], by_channel: Counter) -> None:
+    """Walk the records of one decompressed MCAP chunk without copying message payloads: channel
+    declarations into ``channels`` (id -> topic), messages counted per channel id. ValueError for
+    a record that runs past the chunk."""
+    pos, end = 0, len(raw)
+    while pos < end:
+        if pos + 9 > end:
+            raise ValueError(f"record header at chunk byte {pos} runs past the chunk ({end} bytes)")
+        op, length = raw[pos], int.from_bytes(raw[pos + 1:pos + 9], "little")
+        body = pos + 9
+        if body + length > end:
+            raise ValueError(f"record at chunk byte {pos} (opcode {op:#x}, {length} bytes) runs past the chunk")
+        if op == 0x05:  # Message: channel id (u16), sequence, log and publish time, payload
+            if length < 22:
+                raise ValueError(f"message record at chunk byte {pos} is {length} bytes (< 22)")
+            by_channel[int.from_bytes(raw[body:body + 2], "little")] += 1
+        elif op == 0x04:  # Channel: id (u16), schema id (u16), topic (u32 length + UTF-8), ...
+            n = int.from_bytes(raw[body + 4:body + 8], "little")
+            if length < 8 or 8 + n > length:
+                raise ValueError(f"channel record at chunk byte {pos} is malformed")
+            cid, topic = int.from_bytes(raw[body:body + 2], "little"), bytes(raw[body + 8:body + 8 + n]).decode("utf-8")
+            if channels.setdefault(cid, topic) != topic:
+                raise ValueError(f"channel {cid} declared as {channels[cid]} and as {topic}")
+        pos = body + length
+
+
+def _scan_sqlite3(file: Path, counts: Counter) -> None:
+    """Count ``file``'s messages per topic into ``counts`` (rosbag2's sqlite3 schema), after
+    SQLite's quick_check of the database structure (sqlite3 has no checksums over the data)."""
+    import sqlite3
+    from urllib.request import pathname2url
+
+    try:
+        con = sqlite3.connect(f"file:{pathname2url(str(file.resolve()))}?mode=ro", uri=True)
+    except sqlite3.Error as e:
+        raise DataError(f"{file}: cannot open the sqlite3 database ({e})") from None
+    try:
+        check = con.execute("PRAGMA quick_check").fetchall()
+        if check != [("ok",)]:
+            found = "; ".join(line.strip() for r in check[:3] for line in str(r[0]).splitlines() if line.strip())
+            raise DataError(f"{file}: corrupt sqlite3 database (quick_check: {found})")
+        for name, n in con.execute("SELECT t.name, COUNT(m.id) FROM topics t LEFT JOIN messages m "
+                                   "ON m.topic_id = t.id GROUP BY t.id"):
+            counts[name] += n
+        stray = con.execute("SELECT COUNT(*) FROM messages WHERE topic_id NOT IN (SELECT id FROM topics)").fetchone()[0]
+        if stray:
+            raise DataError(f"{file}: {stray} message(s) on topic ids the topics table does not declare")
+    except sqlite3.Error as e:
+        raise DataError(f"{file}: not a readable rosbag2 sqlite3 database ({e})") from None
+    finally:
+        con.close()
+
+
+def verify_bag(path: str | Path, info: dict | None = None) -> BagData:
+    """Read every data file of the bag at ``path`` (the ones metadata.yaml lists) and count its
+    messages per topic from the data: MCAP record by record up to the footer, each chunk's size and
+    CRC checked (CRCs of 0, as older writers leave them, cannot be checked); sqlite3 after SQLite's
+    quick_check. DataError naming the file when one is missing, empty, truncated or corrupt, or when
+    the counts differ from metadata.yaml's."""
+    path = Path(path)
+    info = read_metadata(path) if info is None else info
+    meta_topics, _ = _metadata_counts(path, info)
+    data = BagData(counts=Counter())
+    files = _data_files(path, info)
+    for file in files:
+        if not file.is_file():
+            raise DataError(f"{file}: data file missing (listed in {path / 'metadata.yaml'})")
+        size = file.stat().st_size
+        if size == 0:
+            raise DataError(f"{file}: data file is empty (0 bytes)")
+        before = sum(data.counts.values())
+        if file.suffix == ".mcap" or (file.suffix != ".db3" and info.get("storage_identifier") == "mcap"):
+            chunks, crc_chunks, summary_crc = _scan_mcap(file, data.counts)
+            data.chunks += chunks
+            data.crc_chunks += crc_chunks
+            data.summary_crcs += summary_crc
+        elif file.suffix == ".db3" or info.get("storage_identifier") == "sqlite3":
+            _scan_sqlite3(file, data.counts)
+        else:
+            raise DataError(f"{file}: unknown bag storage '{info.get('storage_identifier')}' (mcap or sqlite3)")
+        data.files += 1
+        data.bytes += size
+        _check_file_count(path, info, file, sum(data.counts.values()) - before)
+    for topic in sorted(set(meta_topics) | set(data.counts)):
+        want, got = meta_topics.get(topic, ("", 0))[1], data.counts.get(topic, 0)
+        if want != got:
+            where = files[0] if len(files) == 1 else path
+            raise DataError(f"{where}: topic {topic}: metadata.yaml lists {want} messages, the data holds {got} "
+                            "(incomplete or altered bag)")
+    return data
+
+
+def _check_file_count(path: Path, info: dict, file: Path, got: int) -> None:
+    """metadata.yaml's per-file message count (``files``, rosbag2 version >= 5) against the data."""
+    for entry in info.get("files") or []:
+        if isinstance(entry, dict) and entry.get("path") == file.name and "message_count" in entry:
+            try:
+                want = int(entry["message_count"])
+            except (TypeError, ValueError):
+                raise DataError(f"{path}/metadata.yaml: files: bad message_count {entry['message_count']!r}") from None
+            if want != got:
+                raise DataError(f"{file}: metadata.yaml lists {want} messages in this file, it holds {got} "
+                                "(incomplete or altered bag)")
+
+
+def bag_summary(path: str | Path, verify: bool = True) -> BagSummary:
+    """What metadata.yaml says the bag holds; with ``verify`` (default) also the data files read
+    (:func:`verify_bag`): DataError when they are missing, damaged or disagree with the metadata."""
+    info = read_metadata(path)
+    topics, qos = _metadata_counts(Path(path), info)
+    try:
+        duration_s = int(info["duration"]["nanoseconds"]) * 1e-9
+        start_s = int(info["starting_time"]["nanoseconds_since_epoch"]) * 1e-9
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{path}/metadata.yaml: missing or bad field {e} (not a complete rosbag2 bag)") from None
+    summary = BagSummary(path=Path(path), storage=str(info.get("storage_identifier", "?")), duration_s=duration_s,
+                         start_s=start_s, topics=topics, qos=qos)
+    if verify:
+        summary.data = verify_bag(path, info)
+    return summary
+
+
+def _checked_reader_class():
+    """rosbags' Reader whose messages() turn its ReaderError (a chunk's CRC or size wrong, a
+    truncated file) into a DataError naming the bag."""
+    import struct
+
+    import apsw  # rosbags' sqlite3 driver
     from rosbags.rosbag2 import Reader, ReaderError
 
-    read_metadata(path)
+    class CheckedReader(Reader):
+        def messages(self, *args, **kwargs):
+            try:
+                yield from super().messages(*args, **kwargs)
+            except (ReaderError, apsw.Error, struct.error, ValueError, IndexError, KeyError, EOFError) as e:
+                # anything rosbags raises while parsing the storage file: damaged bytes (e.g. an index)
+                raise DataError(f"cannot read bag {self.path}: {' '.join(str(e).split()) or type(e).__name__}") from None
+
+    return CheckedReader
+
+
+def open_reader(path: str | Path, verify: bool = False):
+    """A rosbags Reader (opened); DataError for a missing or unreadable bag. Its ``messages()``
+    check each MCAP chunk's CRC (when written: gnesf-bag writes them) as they read it and raise a
+    DataError naming the bag for a corrupt chunk. ``verify``: read all data files first
+    (:func:`verify_bag`)."""
+    import struct
+
+    import apsw
+    from rosbags.rosbag2 import ReaderError
+
+    info = read_metadata(path)
+    for file in _data_files(Path(path), info):
+        if not file.is_file() or file.stat().st_size == 0:
+            raise DataError(f"{file}: data file {'missing' if not file.exists() else 'is empty (0 bytes)'}")
+        if file.suffix == ".mcap":
+            _check_mcap_summary(file)  # the index rosbags seeks by; the chunks are checked as they are read
+    if verify:
+        verify_bag(path, info)
     try:
-        reader = Reader(Path(path))
+        reader = _checked_reader_class()(Path(path))
         reader.open()
-    except ReaderError as e:
-        raise DataError(f"cannot read bag {path}: {e}") from e
+    except (ReaderError, FileNotFoundError, apsw.Error, struct.error, ValueError, IndexError, KeyError, EOFError) as e:
+        # ValueError covers UnicodeDecodeError: damaged schema / channel / metadata records
+        raise DataError(f"cannot read bag {path}: {' '.join(str(e).split()) or type(e).__name__}") from None
     return reader
 
 

@@ -618,23 +618,66 @@ class MappingNode(LifecycleNode):
         self.diag_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
 
 
+def _params_files(args: list[str]) -> list[str]:
+    """The files named by ``--params-file FILE`` inside the ``--ros-args`` sections of ``args``."""
+    files, in_ros = [], False
+    for i, a in enumerate(args):
+        if a == "--ros-args":
+            in_ros = True
+        elif a == "--":
+            in_ros = False
+        elif in_ros and a == "--params-file" and i + 1 < len(args):
+            files.append(args[i + 1])
+    return files
+
+
+def _start_error(message: str) -> int:
+    print(f"gnesf-node: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``gnesf-node`` / ``ros2 run gnesf_ros mapping_node``. SIGINT and SIGTERM
-    stop it (rclpy's handlers); the map is then saved when save_map_path is set."""
+    stop it (rclpy's handlers); the map is then saved when save_map_path is set.
+
+    Start-up is the node's error boundary (like the CLIs' run_cli): a bad argument, params file or
+    parameter is one line ``gnesf-node: error: ...`` and exit 2; anything else is a bug: its
+    traceback and an ``internal error`` line, exit 1."""
+    import re
+    import traceback
+
+    from rclpy.impl.implementation_singleton import rclpy_implementation
+
+    from gnesf_ros.cli.common import INTERNAL_ERROR_LINE, user_error_message
+
     args = sys.argv if argv is None else argv
     if any(a in ("-h", "--help") for a in args[1:args.index("--ros-args") if "--ros-args" in args else None]):
         print(USAGE)
         return 0
-    rclpy.init(args=args)
+    for path in _params_files(args):  # rcl's own message for these is a C-level RCLError traceback
+        if not os.path.exists(path):
+            return _start_error(f"--params-file {path}: no such file")
+        if not os.path.isfile(path):
+            return _start_error(f"--params-file {path}: not a file")
+        if not os.access(path, os.R_OK):
+            return _start_error(f"--params-file {path}: not readable (permission denied)")
+    try:
+        rclpy.init(args=args)
+    except rclpy_implementation.RCLError as e:  # malformed --ros-args or params file (rcl parses both here)
+        return _start_error(re.sub(r",? at /\S+:\d+", "", f"cannot start: {e}"))  # drop rcl's C source locations
     try:
         node = MappingNode()
-    except SystemExit as e:
+    except SystemExit as e:  # the node logged why it cannot configure itself
         rclpy.try_shutdown()
         return int(e.code or 2)
-    except GnesfError as e:  # a parameter a person must fix: one line, no traceback
-        print(f"gnesf-node: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - the start-up boundary
         rclpy.try_shutdown()
-        return 2
+        message = user_error_message(e)  # a parameter or file a person must fix: one line, no traceback
+        if message is not None:
+            return _start_error(message)
+        traceback.print_exc()
+        print(f"gnesf-node: {INTERNAL_ERROR_LINE}: {type(e).__name__}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
     # One executor thread: callbacks only enqueue, the workers do the rest. rclpy's
     # MultiThreadedExecutor busy-loops in Python while a callback group is busy and held the GIL
     # ~90 % of the time at 30 Hz input, starving the mapper (fragments 4-7x slower than offline).
