@@ -77,3 +77,68 @@ def test_cli_3d_miou_well_above_chance(mapped):
 def test_cli_reports_a_missing_input(tmp_path, capsys):
     assert main([str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def _outputs(out):
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+
+
+def test_cli_rerun_replaces_the_previous_run_and_writes_metrics_last(mapped, tmp_path, monkeypatch):
+    """An --out of another run (other mode, held-out views) holds only the new run's results;
+    an interrupted run leaves no metrics.json (the mark of a complete run) and no partial file."""
+    import os
+    import shutil
+
+    from gnesf_ros.mapping import voxel_map
+
+    rc, scene, first = mapped
+    out = tmp_path / "out"
+    shutil.copytree(first, out)
+    assert (out / "views").is_dir() and (out / "metrics.json").is_file()
+    (out / ".mesh.ply.tmp-dead0001.ply").write_bytes(b"")  # left by a killed run
+    (out / "notes.txt").write_text("mine")
+    args = [str(scene), "--out", str(out), "--config", str(first.parent / "small.yaml"),
+            "--mode", "baseline_average", "--heldout-every", "0", "--max-frames", "24"]
+
+    def killed_save(self, path):
+        raise KeyboardInterrupt  # e.g. Ctrl-C (or a kill) while the map file is written
+
+    monkeypatch.setattr(voxel_map.SemanticVoxelMap, "save", killed_save)
+    assert main(args) != 0
+    monkeypatch.undo()
+    left = _outputs(out)
+    assert "metrics.json" not in left and "views" not in left and ".mesh.ply.tmp-dead0001.ply" not in left
+    assert all((out / n).stat().st_size > 0 for n in left if (out / n).is_file())
+    assert not [n for n in left if n.startswith(".")]
+
+    replaced = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (replaced.append(os.path.basename(dst)),
+                                                         real_replace(src, dst))[1])
+    assert main(args) == 0
+    monkeypatch.undo()
+    assert replaced[-1] == "metrics.json" and {"mesh.ply", "map.npz"} <= set(replaced)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mode"] == "baseline_average" and metrics["frames"] == 24 and "semantic_2d" not in metrics
+    assert _outputs(out) == ["map.npz", "mesh.ply", "metrics.json", "notes.txt", "overview_perspective.png",
+                             "overview_top_down.png"]
+    assert SemanticVoxelMap.load(out / "map.npz").num_blocks == metrics["counters"]["map_blocks"]
+    newest = max((out / n).stat().st_mtime_ns for n in _outputs(out) if n not in ("metrics.json", "notes.txt"))
+    assert (out / "metrics.json").stat().st_mtime_ns >= newest
+
+
+@pytest.mark.parametrize("under", [False, True])
+def test_cli_out_that_is_a_file_fails_before_mapping(mapped, tmp_path, capsys, under):
+    import time
+
+    _, scene, first = mapped
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "run" if under else tmp_path / "afile"
+    capsys.readouterr()
+    t0 = time.monotonic()
+    rc = main([str(scene), "--out", str(out), "--config", str(first.parent / "small.yaml"),
+               "--mode", "baseline_bayesian"])
+    err = capsys.readouterr().err
+    assert rc == 2 and time.monotonic() - t0 < 5, err  # refused before mapping, not after
+    assert len(err.strip().splitlines()) == 1 and "--out" in err and "Traceback" not in err, err
+    assert (tmp_path / "afile").read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

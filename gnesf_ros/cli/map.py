@@ -9,13 +9,18 @@ views/<frame>_labels.png (class index), views/<frame>_labels_color.png, views/<f
 overview_perspective.png (class-coloured mesh with legend) and metrics.json (2D mIoU at the
 held-out views, 3D mIoU + mesh F-score when the scene has a ground-truth mesh, throughput,
 stage timings, counters, peak RSS). Prints a markdown summary.
+
+DIR holds one run's results: the outputs of a previous run there are removed before this run
+writes (only the files named above), every file is written atomically (gnesf_ros.atomic) and
+metrics.json last, so a folder with metrics.json is complete and one without it is not.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import fnmatch
 import logging
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -23,7 +28,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from gnesf_ros.cli.common import run_cli
+from gnesf_ros.atomic import TMP_TAG, atomic_dir, atomic_path, check_output_dir, is_temp_name, write_json
+from gnesf_ros.cli.common import nonnegative_int, positive_int, run_cli
 from gnesf_ros.config import load_config, to_dict
 from gnesf_ros.data.ply import read_labeled_ply
 from gnesf_ros.data.scannet import open_scene
@@ -46,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="YAML overlay of config/default.yaml")
     p.add_argument("--mode", choices=MODES, help="mapping mode (default: the config's)")
     p.add_argument("--segmenter", help="segmenter backend override (oracle | mask2former | external)")
-    p.add_argument("--max-frames", type=int, help="stop after this many frames")
-    p.add_argument("--stride", type=int, default=1, help="use every n-th frame")
-    p.add_argument("--heldout-every", type=int, default=10,
+    p.add_argument("--max-frames", type=positive_int, help="stop after this many frames")
+    p.add_argument("--stride", type=positive_int, default=1, help="use every n-th frame")
+    p.add_argument("--heldout-every", type=nonnegative_int, default=10,
                    help="render label/depth images at every k-th non-keyframe (0 = none)")
     p.add_argument("--gt", type=Path, help="ground-truth labelled mesh (default: the scene's *_vh_clean_2.labels.ply)")
     return p
@@ -66,9 +72,53 @@ def _open_input(args: argparse.Namespace, size: tuple[int, int]):
 def _write_view(out: Path, frame: Frame, labels: np.ndarray, depth: np.ndarray, table) -> None:
     stem = out / f"{frame.index:06d}"
     stem.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(f"{stem}_labels.png", labels)
+    for path, img in ((f"{stem}_labels.png", labels),
+                      (f"{stem}_depth.png", np.clip(np.rint(depth * 1000), 0, 65535).astype(np.uint16))):
+        if not cv2.imwrite(path, img):
+            raise OSError(f"could not write image {path}")
     save_png(f"{stem}_labels_color.png", table.colorize(labels))
-    cv2.imwrite(f"{stem}_depth.png", np.clip(np.rint(depth * 1000), 0, 65535).astype(np.uint16))
+
+
+OUTPUT_FILES = ("mesh.ply", "map.npz")
+OUTPUT_GLOBS = ("overview_*.png",)
+OUTPUT_DIRS = ("views",)
+METRICS = "metrics.json"
+
+
+def _output_name(name: str) -> str | None:
+    """The output ``name`` stands for (a temporary file of an interrupted run counts), or None."""
+    if is_temp_name(name):  # .mesh.ply.tmp-1a2b3c4d.ply, .views.tmp-1a2b3c4d, .views.old.tmp-...
+        name = name[1:].split(TMP_TAG)[0].removesuffix(".old")
+    if name in (METRICS, *OUTPUT_FILES, *OUTPUT_DIRS) or any(fnmatch.fnmatchcase(name, g) for g in OUTPUT_GLOBS):
+        return name
+    return None
+
+
+def check_outputs(out: Path) -> None:
+    """--out must be a folder (or creatable) whose output names are free or of the right kind."""
+    check_output_dir(out, "--out")
+    for name in (METRICS, *OUTPUT_FILES):
+        if (out / name).is_dir():
+            raise DataError(f"--out {out}: {name} is a folder (gnesf-map writes a file there); move it away")
+    for name in OUTPUT_DIRS:
+        if (out / name).exists() and not (out / name).is_dir():
+            raise DataError(f"--out {out}: {name} is a file (gnesf-map writes a folder there); move it away")
+
+
+def clear_outputs(out: Path) -> None:
+    """Remove what a previous gnesf-map run wrote into ``out`` (metrics.json first: a folder
+    without it is incomplete) and the temporary files of an interrupted run; nothing else."""
+    check_outputs(out)
+    (out / METRICS).unlink(missing_ok=True)
+    for entry in sorted(out.iterdir()):
+        name = _output_name(entry.name)
+        if name is None:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            if name in OUTPUT_DIRS:
+                shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -77,6 +127,7 @@ def _main(args: argparse.Namespace) -> int:
         overrides["mode"] = args.mode
     if args.segmenter:
         overrides["segmenter"] = {"backend": args.segmenter}
+    check_outputs(args.out)  # before any work, not after mapping
     cfg = load_config(args.config, overrides)
     if args.heldout_every < 0:
         raise DataError(f"--heldout-every must be >= 0, got {args.heldout_every}")
@@ -108,23 +159,28 @@ def _main(args: argparse.Namespace) -> int:
         raise DataError(f"{args.input}: no fragment could be mapped ({mapper.stats})")
 
     out = args.out
+    check_outputs(out)
     out.mkdir(parents=True, exist_ok=True)
+    clear_outputs(out)
     vmap = mapper.map
     mesh_path = save_mesh_ply(vmap, out / "mesh.ply")
     vmap.save(out / "map.npz")
     size = (cfg.camera.height, cfg.camera.width)
     preds, gts, render_ms = [], [], []
-    for f in tqdm(heldout, desc="rendering held-out views", unit="view"):
-        t0 = time.perf_counter()
-        labels, depth = vmap.render(f.T_world_cam, f.K, size)
-        render_ms.append(1e3 * (time.perf_counter() - t0))
-        _write_view(out / "views", f, labels, depth, table)
-        preds.append(labels)
-        gts.append(f.labels)
+    if heldout:
+        with atomic_dir(out / "views") as views:  # all views appear at once
+            for f in tqdm(heldout, desc="rendering held-out views", unit="view"):
+                t0 = time.perf_counter()
+                labels, depth = vmap.render(f.T_world_cam, f.K, size)
+                render_ms.append(1e3 * (time.perf_counter() - t0))
+                _write_view(views, f, labels, depth, table)
+                preds.append(labels)
+                gts.append(f.labels)
     mesh = vmap.extract_mesh()
     if len(mesh.faces):
         for name, img in overview_images(mesh, table).items():
-            save_png(out / f"overview_{name}.png", img)
+            with atomic_path(out / f"overview_{name}.png") as tmp:
+                save_png(tmp, img)
 
     keyframes = mapper.counters["keyframes"]
     stream_s = (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
@@ -146,7 +202,7 @@ def _main(args: argparse.Namespace) -> int:
     if source.gt_mesh_path is not None:
         res = evaluate_meshes(mesh, read_labeled_ply(source.gt_mesh_path), table)
         metrics["semantic"], metrics["mesh"] = res["semantic"], res["mesh"]
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    write_json(out / METRICS, metrics, indent=2, default=float)  # last: marks the run complete
     shown = {k: metrics[k] for k in ("semantic", "mesh") if k in metrics}
     if shown:
         print(format_markdown(shown, title=f"{source.scene_name} ({cfg.mode})"))

@@ -13,13 +13,15 @@ import argparse
 import json
 from collections.abc import Sequence
 
-from gnesf_ros.cli.common import run_cli, size_arg
+from gnesf_ros.atomic import check_output_dir, check_output_file
+from gnesf_ros.cli.common import device_arg, positive_float, positive_int, run_cli, size_arg
 from gnesf_ros.config import ConfigError
 
 
 def _run_segmenter(args: argparse.Namespace) -> int:
     from gnesf_ros.segmentation.train import SegmenterTrainConfig, train_segmenter
 
+    check_output_dir(args.out, "--out")  # at start, not after training
     if args.steps < 1 or args.batch_size < 1 or args.loader_threads < 1:
         raise ConfigError("--steps, --batch-size and --loader-threads must be >= 1")
     if not 0.0 <= args.scale_jitter < 1.0 or args.max_minutes < 0:
@@ -53,15 +55,15 @@ def _add_segmenter(sub) -> None:
     p.add_argument("--steps", type=int, default=1200, help="total optimiser steps (default: %(default)s)")
     p.add_argument("--size", type=size_arg(32), default=(240, 320), help="training image size WxH (default: 320x240)")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=4e-4)
-    p.add_argument("--save-every", type=int, default=100, help="checkpoint period in steps")
+    p.add_argument("--lr", type=positive_float, default=4e-4)
+    p.add_argument("--save-every", type=positive_int, default=100, help="checkpoint period in steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--eval-scenes", type=int, default=4, help="held-out test scenes measured at the end (0: skip)")
     p.add_argument("--resume", action="store_true", help="continue from the state saved in --out")
     p.add_argument("--views", default=None, help="train on a folder written by segmenter-views instead of "
                                                  "rendering train scenes on the fly (no Open3D needed)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: %(default)s)")
+    p.add_argument("--device", type=device_arg, default="cpu", help="torch device, e.g. cuda (default: %(default)s)")
     p.add_argument("--max-minutes", type=float, default=0.0,
                    help="lower --steps so that training ends within this wall time, from the speed of steps "
                         "20-100 (0: off)")
@@ -77,6 +79,7 @@ def _add_segmenter(sub) -> None:
 def _run_segmenter_views(args: argparse.Namespace) -> int:
     from gnesf_ros.segmentation.train import export_views, seed_range
 
+    check_output_dir(args.out, "--out")
     train = seed_range("train")
     if args.scenes < 1 or args.views < 1 or not 0 <= args.first_seed <= train.stop - args.scenes:
         raise ConfigError(f"--scenes/--views must be >= 1 and the seeds inside the train split {train.start}-"
@@ -111,7 +114,14 @@ def _add_gnesf(sub) -> None:
                    help="training scenes: synthetic generator or the tiny box-room stand-in (smoke tests)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     p.add_argument("--resume", action="store_true", help="continue from <out>.state.pt")
-    p.set_defaults(func=lambda args: __import__("gnesf_ros.model.train", fromlist=["main"]).main(args))
+    p.set_defaults(func=_run_gnesf)
+
+
+def _run_gnesf(args: argparse.Namespace) -> int:
+    check_output_file(args.out, "--out")  # at start (before torch and the config), not after training
+    from gnesf_ros.model.train import main
+
+    return main(args)
 
 
 SUBCOMMANDS = (_add_segmenter, _add_segmenter_views, _add_gnesf)

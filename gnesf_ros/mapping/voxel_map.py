@@ -391,14 +391,17 @@ class SemanticVoxelMap:
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Lossless map file (npz with format version, voxel size and class table)."""
+        """Lossless map file (npz with format version, voxel size and class table), written
+        atomically: a crash or kill during the save leaves the previous file, never a partial one."""
         from gnesf_ros.mapping.io import save_map
 
         return save_map(self, path)
 
     @classmethod
     def load(cls, path: str | Path, class_table: ClassTable | None = None) -> "SemanticVoxelMap":
-        """Load a map written by ``save``; integration can resume on it."""
+        """Load a map written by ``save``; integration can resume on it. A file that is missing,
+        empty, truncated, not an npz, lacks arrays or has another class table is a DataError
+        naming the file and the reason."""
         from gnesf_ros.mapping.io import load_map
 
         return load_map(path, class_table)

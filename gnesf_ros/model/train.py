@@ -9,7 +9,8 @@ pruning keeps the true near-surface voxels too, so early geometry still yields r
 against their 2D label images (never 3D labels).
 Multi-process: run under ``torchrun --nproc_per_node P``; gloo on CPU, DistributedDataParallel.
 Outputs: ``--out`` (weights + architecture, what GNeSF.load reads), ``<out>.state.pt`` (optimiser,
-step, history: --resume), ``<out>.loss.png`` and ``<out>.log.jsonl``.
+step, history: --resume), ``<out>.loss.png`` and ``<out>.log.jsonl``, each written atomically
+(gnesf_ros.atomic); an ``--out`` that cannot be written is refused before training starts.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from gnesf_ros.atomic import atomic_path, check_output_file, write_text
 from gnesf_ros.classes import IGNORE
 from gnesf_ros.config import ConfigError, GnesfTrainConfig, _apply, read_yaml_file
 from gnesf_ros.errors import ModelError
@@ -256,13 +258,17 @@ def _plot(history: list[dict], path: Path) -> None:
         if keys:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
 
 
 def train(cfg: GnesfTrainConfig, out: str | Path, resume: bool = False, scene_source: str = "synthetic") -> dict:
     """Run (or continue) training; returns a summary dict. Rank 0 writes every file."""
     out = Path(out)
+    state_path = out.with_name(out.name + ".state.pt")
+    for path in (out, state_path):  # at start, not after training
+        check_output_file(path, "--out" if path == out else "training state")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed and not dist.is_initialized():
         dist.init_process_group("gloo")
@@ -272,7 +278,6 @@ def train(cfg: GnesfTrainConfig, out: str | Path, resume: bool = False, scene_so
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = GNeSF(cfg.model)
     opt_state, start, history = None, 0, []
-    state_path = out.with_name(out.name + ".state.pt")
     if resume:
         if not state_path.is_file():
             raise ModelError(f"--resume: no training state at {state_path}")
@@ -324,16 +329,15 @@ def train(cfg: GnesfTrainConfig, out: str | Path, resume: bool = False, scene_so
 
 
 def _save(model, opt, phase, step, history, cfg, out: Path, state_path: Path, world: int) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Weights, training state, log and plot; each file atomically (a kill keeps the last save)."""
     meta = {"train_config": dataclasses.asdict(cfg), "step": step, "world_size": world,
             "final_losses": history[-1] if history else {}}
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(model.checkpoint(meta=meta), tmp)
-    tmp.replace(out)
-    torch.save({"model": model.state_dict(), "optimizer": {"phase": phase, "state": opt.state_dict()},
-                "step": step, "history": history}, state_path)
-    with open(out.with_name(out.name + ".log.jsonl"), "w") as f:
-        f.writelines(json.dumps(h) + "\n" for h in history)
+    with atomic_path(out) as tmp:
+        torch.save(model.checkpoint(meta=meta), tmp)
+    with atomic_path(state_path) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": {"phase": phase, "state": opt.state_dict()},
+                    "step": step, "history": history}, tmp)
+    write_text(out.with_name(out.name + ".log.jsonl"), "".join(json.dumps(h) + "\n" for h in history))
     _plot(history, out.with_name(out.name + ".loss.png"))
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gnesf_ros.atomic import atomic_dir, write_text
 from gnesf_ros.classes import IGNORE, ClassTable, default_class_table
 from gnesf_ros.errors import DataError, ModelError
 from gnesf_ros.types import Frame
@@ -210,7 +211,7 @@ def export_views(out: str | Path, seeds: list[int], views_per_scene: int, size: 
                 count += 1
     meta = {"size": list(size), "seeds": [int(s) for s in seeds], "views_per_scene": views_per_scene,
             "views": count, "jpeg_quality": quality, "classes": list(table.names)}
-    (out / VIEWS_META).write_text(json.dumps(meta, indent=1))
+    write_text(out / VIEWS_META, json.dumps(meta, indent=1))  # last, atomically: marks the folder complete
     return meta
 
 
@@ -364,12 +365,14 @@ def train_segmenter(cfg: SegmenterTrainConfig, resume: bool = False, table: Clas
              cfg.batch_size, *cfg.size, device)
 
     def save(step: int) -> None:
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out)
-        processor.save_pretrained(out)
-        torch.save({"step": step, "optimizer": optim.state_dict(), "history": history,
-                    "seeds_used": sorted(set(seeds_before + pool.seeds_used)),
-                    "rng_seed": cfg.seed, "config": asdict(cfg)}, state_path)
+        # Weights, processor and training state of one step, written as a folder beside ``out``
+        # and swapped in (gnesf_ros.atomic): a kill leaves the previous checkpoint, never a mix.
+        with atomic_dir(out, keep_others=True) as tmp:
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+            torch.save({"step": step, "optimizer": optim.state_dict(), "history": history,
+                        "seeds_used": sorted(set(seeds_before + pool.seeds_used)),
+                        "rng_seed": cfg.seed, "config": asdict(cfg)}, tmp / STATE_FILE)
 
     t0 = time.time()
     bar = tqdm(initial=start, total=cfg.steps, desc="segmenter", disable=not progress)
@@ -420,7 +423,7 @@ def train_segmenter(cfg: SegmenterTrainConfig, resume: bool = False, table: Clas
         seeds = list(seed_range("test"))[: cfg.eval_scenes]
         summary["eval"] = evaluate_on_scenes(seg, seeds, cfg.eval_views, cfg.size, table)
         log.info("2D mIoU on test seeds %s: %.1f", seeds, 100 * summary["eval"]["miou"])
-    (out / LOG_FILE).write_text(json.dumps(summary, indent=1))
+    write_text(out / LOG_FILE, json.dumps(summary, indent=1))
     write_model_card(out, summary)
     return summary
 
@@ -467,9 +470,7 @@ def write_model_card(out: str | Path, summary: dict) -> Path:
     lines += ["", "## Limits", "",
               "Trained only on simple synthetic rooms: expect low accuracy on real images. For real data use a "
               "real checkpoint (e.g. an ADE20K or COCO Mask2Former with config/remap_*.yaml) via segmenter.checkpoint."]
-    path = Path(out) / "MODEL_CARD.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(Path(out) / "MODEL_CARD.md", "\n".join(lines) + "\n")
 
 
 def _seed_list(seeds: list[int]) -> str:
