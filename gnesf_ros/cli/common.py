@@ -18,7 +18,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from gnesf_ros.errors import GnesfError
+from gnesf_ros.atomic import check_output_dir, check_output_file
+from gnesf_ros.errors import DataError, GnesfError
 
 log = logging.getLogger("gnesf_ros")
 
@@ -120,43 +121,26 @@ def device_arg(text: str) -> str:
     return text
 
 
-def _creatable_folder_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be (or become) a folder, or None: it is a file, or lies under one, or
-    the nearest existing folder above it is not writable."""
-    p = Path(os.path.abspath(path))
-    if p.exists():
-        if not p.is_dir():
-            return f"{path} is a file, not a folder"
-        return None
-    for parent in p.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                return f"{path} lies under {parent}, which is a file, not a folder"
-            if not os.access(parent, os.W_OK | os.X_OK):
-                return f"cannot create {path}: {parent} is not writable"
-            return None
-    return None
+def _path_arg(check, text: str) -> Path:
+    """argparse type from one of gnesf_ros.atomic's output checks (the one rule for output paths)."""
+    try:
+        return check(text, what="")
+    except DataError as e:
+        raise argparse.ArgumentTypeError(str(e).strip()) from None
 
 
 def out_dir_arg(text: str) -> Path:
     """argparse type: an output folder that exists or can be created (not a file, not under one)."""
-    problem = _creatable_folder_problem(Path(text))
-    if problem:
-        raise argparse.ArgumentTypeError(problem)
-    return Path(text)
+    return _path_arg(check_output_dir, text)
 
 
 def out_file_arg(text: str) -> Path:
     """argparse type: an output file name: not an existing folder, its folder exists or can be created."""
-    p = Path(text)
     if not text:
         raise argparse.ArgumentTypeError("expected a file name, got ''")
-    if p.is_dir() or text.endswith(("/", os.sep)):
+    if text.endswith(("/", os.sep)):
         raise argparse.ArgumentTypeError(f"{text!r} is a folder; expected a file name")
-    problem = _creatable_folder_problem(p.parent)
-    if problem:
-        raise argparse.ArgumentTypeError(problem)
-    return p
+    return _path_arg(check_output_file, text)
 
 
 def image_out_arg(text: str) -> Path:
