@@ -1,6 +1,7 @@
 """ScanNet data layer: writer, exported-folder and .sens readers, label maps, bad input."""
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -283,3 +284,85 @@ def test_parent_folder_with_one_scene_opens_it_and_with_two_names_them(scene, tm
     shutil.copytree(scene_dir, parent / "scene0002_00")
     with pytest.raises(DataError, match=r"holds 2 scenes \(scene0001_00, scene0002_00\); pass one"):
         open_scene(parent)
+
+
+def _write_intrinsic(scene_dir: Path, cam: str, K: np.ndarray) -> Path:
+    from gnesf_ros.data.sens import as_mat4
+
+    path = scene_dir / "intrinsic" / f"intrinsic_{cam}.txt"
+    np.savetxt(path, as_mat4(K), fmt="%.9g")
+    return path
+
+
+def _with(K: np.ndarray, **entries) -> np.ndarray:
+    K = K.copy()
+    for name, v in entries.items():
+        K[{"fx": (0, 0), "fy": (1, 1), "cx": (0, 2), "cy": (1, 2)}[name]] = v
+    return K
+
+
+BAD_INTRINSICS = [  # (camera, K, what the one-line error says) -- each gave a wrong or empty map before
+    ("depth", _with(K_DEPTH, fx=0.0, fy=0.0), "fx = 0, fy = 0"),
+    ("color", _with(K_COLOR, fx=np.nan), "NaN or inf"),
+    ("color", _with(K_COLOR, fx=-80.0), "fx = -80"),
+    ("color", _with(K_COLOR, cx=90.0), "outside the image"),
+]
+
+
+@pytest.mark.parametrize("cam, K, message", BAD_INTRINSICS)
+def test_exported_scene_with_bad_intrinsics_is_refused_at_open(scene, tmp_path, cam, K, message):
+    copy = tmp_path / "scene"
+    shutil.copytree(scene[0], copy)
+    (copy / "scene0001_00.sens").unlink()
+    path = _write_intrinsic(copy, cam, K)
+    with pytest.raises(DataError, match=re.escape(str(path)) + ".*" + re.escape(message)):
+        open_scene(copy)
+
+
+@pytest.mark.parametrize("cam, K, message", BAD_INTRINSICS)
+def test_sens_with_bad_intrinsics_is_refused_at_open(scene, tmp_path, cam, K, message):
+    from gnesf_ros.data.sens import as_mat4
+
+    data = bytearray((scene[0] / "scene0001_00.sens").read_bytes())
+    offset = 4 + 8 + len("gnesf_ros") + (0 if cam == "color" else 2 * 64)  # colour K, colour T, depth K
+    data[offset:offset + 64] = as_mat4(K).astype("<f4").tobytes()
+    bad = tmp_path / "bad.sens"
+    bad.write_bytes(bytes(data))
+    what = "colour" if cam == "color" else "depth"
+    with pytest.raises(DataError, match=rf"bad\.sens: {what} intrinsics.*{re.escape(message)}"):
+        open_scene(bad)
+
+
+def test_depth_images_at_another_size_than_their_intrinsics_are_refused(scene, tmp_path):
+    """Depth written at the colour resolution while intrinsic_depth still describes 40x32: the
+    principal point lands far from the image centre (before: mapped, mesh precision 0.27)."""
+    copy = tmp_path / "scene"
+    shutil.copytree(scene[0], copy)
+    for p in (copy / "depth").glob("*.png"):
+        d = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(p), cv2.resize(d, (COLOR[1], COLOR[0]), interpolation=cv2.INTER_NEAREST))
+    with pytest.raises(DataError, match=r"intrinsic_depth\.txt: depth intrinsics: image is 80x64 .*"
+                                        r"intrinsics and image size do not match"):
+        open_scene(copy)
+    # .sens: frames whose depth is not the header's size are refused at open, not in the middle of a map
+    data = bytearray((scene[0] / "scene0001_00.sens").read_bytes())
+    width_offset = 4 + 8 + len("gnesf_ros") + 4 * 64 + 2 * 4 + 2 * 4
+    data[width_offset:width_offset + 8] = np.array([48, 36], "<u4").tobytes()  # depth 48x36: K still fits
+    bad = tmp_path / "bad.sens"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"bad\.sens: frame 0: depth has \d+ bytes, expected 3456 for 48x36"):
+        open_scene(bad)
+
+
+def test_gnesf_map_refuses_bad_intrinsics_with_one_line(scene, tmp_path, capsys):
+    from gnesf_ros.cli.map import main as map_main
+
+    copy = tmp_path / "scene"
+    shutil.copytree(scene[0], copy)
+    (copy / "scene0001_00.sens").unlink()
+    path = _write_intrinsic(copy, "color", _with(K_COLOR, fx=np.nan))
+    assert map_main([str(copy), "--out", str(tmp_path / "out"), "--mode", "baseline_bayesian",
+                     "--segmenter", "oracle", "--heldout-every", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and "NaN" in err[0], err
+    assert not (tmp_path / "out" / "metrics.json").exists()

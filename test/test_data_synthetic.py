@@ -184,3 +184,23 @@ def test_cli_bad_arguments_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--seed", "1", "--out", str(tmp_path), "--size", "640"])
     assert e.value.code == 2
+
+
+def test_generate_scene_again_into_the_same_folder_replaces_the_scene(tmp_path):
+    """30 frames, then 5 into the same place: the folder and the .sens hold 5 (before: the .sens 5,
+    the folder 30, and gnesf-map mapped 30); files that are not the generator's own stay."""
+    from gnesf_ros.data import open_scene
+
+    scene_dir = generate_scene(tmp_path, seed=5, frames=30, size=SIZE)
+    (scene_dir / "notes.txt").write_text("mine")
+    (tmp_path / "other.txt").write_text("mine too")
+    assert len(list((scene_dir / "color").glob("*.jpg"))) == 30
+    again = generate_scene(tmp_path, seed=5, frames=5, size=SIZE)
+    assert again == scene_dir
+    for sub in ("color", "depth", "pose", "label-filt"):
+        assert sorted(p.name for p in (scene_dir / sub).iterdir()) == sorted(
+            f"{i}.{'jpg' if sub == 'color' else 'txt' if sub == 'pose' else 'png'}" for i in range(5)), sub
+    assert len(open_scene(scene_dir)) == 5 and len(open_scene(scene_dir / "scene0005_00.sens")) == 5
+    assert len(open_scene(tmp_path)) == 5  # no partial folder left beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.txt", "scene0005_00"]
+    assert (scene_dir / "notes.txt").read_text() == "mine"

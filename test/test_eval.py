@@ -176,3 +176,31 @@ def test_cli_gt_vs_gt_and_exit_codes(tmp_path):
     (tmp_path / "cut.ply").write_bytes(gt.read_bytes()[:-7])
     res = _run("--pred", tmp_path / "cut.ply", "--gt", gt)
     assert res.returncode == 2 and "cut.ply" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_cli_refuses_a_prediction_without_label_property(tmp_path, capsys):
+    """A PLY without a per-vertex 'label' (e.g. a plain Open3D mesh) scored mIoU 0.000 silently."""
+    from gnesf_ros.cli.evaluate import main
+    from gnesf_ros.data.ply import read_labeled_ply
+    from gnesf_ros.errors import DataError
+
+    gt = write_labeled_ply(tmp_path / "gt.ply", _square())
+    m = _square()
+    header = (f"ply\nformat ascii 1.0\nelement vertex {m.num_vertices}\nproperty float x\nproperty float y\n"
+              f"property float z\nelement face {m.num_faces}\nproperty list uchar int vertex_indices\nend_header\n")
+    rows = [" ".join(f"{c:g}" for c in v) for v in m.vertices] + ["3 " + " ".join(map(str, f)) for f in m.faces]
+    pred = tmp_path / "plain.ply"
+    pred.write_text(header + "\n".join(rows) + "\n")
+    mesh = read_labeled_ply(pred)
+    assert not mesh.has_labels and mesh.source == str(pred) and read_labeled_ply(gt).has_labels
+    with pytest.raises(DataError, match="plain.ply: predicted PLY has no per-vertex 'label' property"):
+        evaluate_meshes(mesh, read_labeled_ply(gt), TABLE)
+    assert main(["--pred", str(pred), "--gt", str(gt), "--json", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(pred) in err[0] and "'label'" in err[0], err
+    assert not (tmp_path / "m.json").exists()
+    assert main(["--pred", str(gt), "--gt", str(pred)]) == 2  # a GT without labels neither
+    assert "ground-truth PLY has no per-vertex 'label'" in capsys.readouterr().err
+    assert main(["--pred", str(gt), "--gt", str(gt)]) == 0
+    # in-memory meshes (labels given or defaulted) are scored as before
+    assert semantic_3d(LabeledMesh(m.vertices), m, TABLE)["miou"] == 0.0

@@ -163,3 +163,44 @@ def test_remap_matches_per_pixel_projection_for_scannet_cameras():
     ref[inside] = depth[rows[inside], cols[inside]]
     np.testing.assert_array_equal(out.ravel(), ref)
     assert inside.all()  # ScanNet's depth camera covers the colour view
+
+
+def test_validate_camera_accepts_pinhole_forms_and_names_what_is_wrong():
+    from gnesf_ros.errors import DataError
+    from gnesf_ros.geometry.camera import CameraModelError, validate_camera
+
+    K = np.array([[577.9, 0, 319.5], [0, 577.9, 239.5], [0, 0, 1]])
+    np.testing.assert_array_equal(validate_camera(K, (480, 640), "cam"), K)
+    K4 = np.eye(4)
+    K4[:3, :3] = K
+    np.testing.assert_array_equal(validate_camera(K4, (480, 640), "cam"), K)  # ScanNet's 4x4 form
+    np.testing.assert_array_equal(validate_camera(K.reshape(-1).tolist(), (480, 640), "cam"), K)  # CameraInfo.k
+    assert issubclass(CameraModelError, DataError)
+
+    def bad(M, size=(480, 640), described=None):
+        with pytest.raises(CameraModelError) as e:
+            validate_camera(M, size, "intrinsic/x.txt", described)
+        assert str(e.value).startswith("intrinsic/x.txt: ")
+        return str(e.value)
+
+    for r, c, v, msg in [(0, 0, np.nan, "NaN or inf"), (1, 1, np.inf, "NaN or inf"),
+                         (0, 0, 0.0, "fx = 0, fy = 577.9"), (0, 0, -577.9, "fx = -577.9"),
+                         (1, 1, 0.0, "fy = 0"), (2, 2, 0.0, "not a pinhole"), (2, 2, 2.0, "not a pinhole"),
+                         (0, 1, 1.0, "not a pinhole"), (2, 0, 1e-3, "not a pinhole"),
+                         (0, 2, 640.0, "outside the image"), (1, 2, -1.0, "outside the image"),
+                         (0, 2, 100.0, "far from the image centre")]:
+        M = K.copy()
+        M[r, c] = v
+        assert msg in bad(M), (r, c, v)
+    M = K4.copy()
+    M[0, 3] = 1.0
+    assert "0 0 0 1" in bad(M)
+    assert "shape (2, 3)" in bad(np.zeros((2, 3)))
+    assert "not numbers" in bad([["a"] * 3] * 3)
+    assert "empty" in bad(K, (0, 640))
+    # depth images written at the colour resolution (the intrinsics are for 640x480)
+    assert "far from the image centre" in bad(K, (968, 1296))
+    assert "intrinsics and image size do not match" in bad(K, (240, 320))
+    # a header stating another size than the images have; one rounding pixel is fine
+    assert "for a 320x240 image, the image is 640x480" in bad(K, (480, 640), (240, 320))
+    validate_camera(K, (480, 640), "cam", (481, 639))

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from gnesf_ros.errors import DataError
+from gnesf_ros.geometry.camera import validate_camera
 
 REQUIRED_DIRS = ("color", "depth", "pose", "intrinsic")
 LABEL_DIR = "label-filt"
@@ -33,6 +34,14 @@ def read_matrix(path: Path, what: str) -> np.ndarray:
     if M.shape != (4, 4):
         raise DataError(f"{path}: {what} must be 4x4, got {M.shape[0]}x{M.shape[1]}")
     return M.astype(np.float32).astype(np.float64)
+
+
+def read_intrinsics(path: Path, what: str, image_size: tuple[int, int]) -> np.ndarray:
+    """``intrinsic/intrinsic_{color,depth}.txt`` of images of ``image_size`` (h, w) -> 4x4 float64,
+    checked by geometry.camera.validate_camera (CameraModelError, a DataError, naming the file)."""
+    M = read_matrix(path, what)
+    validate_camera(M, image_size, f"{path}: {what}")
+    return M
 
 
 def write_matrix(path: Path, M: np.ndarray) -> None:

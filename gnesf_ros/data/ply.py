@@ -11,7 +11,7 @@ than three corners are fan-triangulated; other elements (edges, materials) are s
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,8 @@ class LabeledMesh:
     colors: Vx3 uint8 RGB; labels: V int32 NYU40 ids (0 = unknown / unannotated);
     confidence: V float32 in [0, 1] or None.
     ``faces``/``colors``/``labels`` may be given as None: empty / grey / zeros.
+    source: the file it was read from (read_labeled_ply), or None; has_labels: False when that
+    file had no per-vertex ``label`` property (labels are then zeros and must not be scored).
     """
 
     vertices: np.ndarray
@@ -45,6 +47,8 @@ class LabeledMesh:
     colors: np.ndarray | None = None
     labels: np.ndarray | None = None
     confidence: np.ndarray | None = None
+    source: str | None = field(default=None, compare=False)
+    has_labels: bool = field(default=True, compare=False)
 
     def __post_init__(self) -> None:
         self.vertices = np.ascontiguousarray(np.asarray(self.vertices, np.float32).reshape(-1, 3))
@@ -129,7 +133,7 @@ def read_labeled_ply(path: str | Path) -> LabeledMesh:
     """Read a PLY mesh or point cloud into a LabeledMesh.
 
     Vertex properties used: x y z (required), red green blue (uchar, or float in [0, 1]),
-    ``label`` (missing -> zeros), ``confidence`` (missing -> None). Faces: ``vertex_indices``
+    ``label`` (missing -> zeros and ``has_labels`` False), ``confidence`` (missing -> None). Faces: ``vertex_indices``
     or ``vertex_index``; polygons are fan-triangulated. Raises DataError (naming the file) when the
     file is missing, truncated or not a PLY this reader understands."""
     path = Path(path)
@@ -139,11 +143,22 @@ def read_labeled_ply(path: str | Path) -> LabeledMesh:
     try:
         fmt, elements, body = _parse_header(data)
         arrays = _read_body(fmt, elements, data[body:])
-        return _to_mesh(arrays)
+        mesh = _to_mesh(arrays)
     except DataError as e:
         raise DataError(f"{path}: {e}") from None
-    except (ValueError, IndexError, KeyError) as e:
-        raise DataError(f"{path}: corrupt PLY ({e})") from None
+    except (ValueError, IndexError, KeyError, TypeError, OverflowError, MemoryError) as e:
+        raise DataError(f"{path}: corrupt PLY ({type(e).__name__}: {e})") from None
+    mesh.source = str(path)
+    mesh.has_labels = "label" in arrays["vertex"]
+    return mesh
+
+
+def require_labels(mesh: LabeledMesh, role: str = "mesh") -> None:
+    """DataError naming the file when ``mesh`` was read from a PLY without a per-vertex ``label``
+    property (its labels are placeholder zeros: scoring them would give mIoU 0 without a word)."""
+    if not mesh.has_labels:
+        where = mesh.source or "in-memory mesh"
+        raise DataError(f"{where}: {role} PLY has no per-vertex 'label' property (NYU40 ids): nothing to score")
 
 
 def _parse_header(data: bytes) -> tuple[str, list[_Element], int]:
@@ -166,6 +181,8 @@ def _parse_header(data: bytes) -> tuple[str, list[_Element], int]:
                 raise DataError(f"unsupported PLY format '{tok[1]}'")
             fmt = _FORMATS[tok[1]]
         elif tok[0] == "element":
+            if len(tok) != 3 or not tok[2].isdigit():
+                raise DataError(f"PLY element line '{line.strip()}' is not 'element <name> <count>'")
             elements.append(_Element(tok[1], int(tok[2]), []))
         elif tok[0] == "property":
             if not elements:
@@ -231,6 +248,8 @@ def _read_binary_lists(fmt: str, el: _Element, body: bytes, off: int) -> tuple[d
             if o + np.dtype(p.count_dtype).itemsize > len(body):
                 raise DataError(f"truncated in element '{el.name}'")
             k = int(np.frombuffer(body, fmt + p.count_dtype, 1, o)[0])
+            if k < 0:
+                raise DataError(f"element '{el.name}': negative list length {k}")
             lengths.append(k)
             o += np.dtype(p.count_dtype).itemsize + k * np.dtype(p.dtype).itemsize
     dt = row_dtype(lengths)
@@ -253,6 +272,8 @@ def _read_binary_lists(fmt: str, el: _Element, body: bytes, off: int) -> tuple[d
                 if off + csize > len(body):
                     raise DataError(f"truncated in element '{el.name}'")
                 k = int(np.frombuffer(body, fmt + p.count_dtype, 1, off)[0])
+                if k < 0:
+                    raise DataError(f"element '{el.name}': negative list length {k}")
                 off += csize
                 if off + k * size > len(body):
                     raise DataError(f"truncated in element '{el.name}'")

@@ -38,14 +38,6 @@ class _Entry:
     sens_entry: sens.SensFrameEntry | None = None
 
 
-def check_intrinsics_fit(K: np.ndarray, size: tuple[int, int], what: str, source: Path) -> None:
-    """The principal point must lie inside the image: catches intrinsics of another resolution."""
-    h, w = size
-    if not (0 < K[0, 2] < w and 0 < K[1, 2] < h):
-        raise DataError(f"{source}: {what} image is {w}x{h} but its intrinsics put the principal point at "
-                        f"({K[0, 2]:.1f}, {K[1, 2]:.1f}): intrinsics and image size do not match")
-
-
 class FrameSource:
     """Frames of one ScanNet scene, re-readable; iterate for ``Frame`` objects.
 
@@ -160,13 +152,12 @@ class ExportedScene(FrameSource):
                  label_tsv: str | Path | None):
         numbers = exported.list_frame_numbers(scene_dir)
         intr = scene_dir / "intrinsic"
-        K_color = exported.read_matrix(intr / "intrinsic_color.txt", "colour intrinsics")
-        K_depth = exported.read_matrix(intr / "intrinsic_depth.txt", "depth intrinsics")
         first = numbers[0]
         color_size = exported.read_color(scene_dir / "color" / f"{first}.jpg").shape[:2]
         depth_size = exported.read_uint16(scene_dir / "depth" / f"{first}.png", "depth image").shape
-        check_intrinsics_fit(K_color, color_size, "colour", intr / "intrinsic_color.txt")
-        check_intrinsics_fit(K_depth, depth_size, "depth", intr / "intrinsic_depth.txt")
+        # every frame is checked against the first one's size in _read_raw
+        K_color = exported.read_intrinsics(intr / "intrinsic_color.txt", "colour intrinsics", color_size)
+        K_depth = exported.read_intrinsics(intr / "intrinsic_depth.txt", "depth intrinsics", depth_size)
         super().__init__(scene_dir, scene_dir, scene_dir.name, K_color, color_size, K_depth, depth_size,
                          1000.0, size, label_tsv)
         self._select((_Entry(i, exported.read_matrix(scene_dir / "pose" / f"{i}.txt", "pose"), i / SCANNET_HZ)
@@ -193,11 +184,12 @@ class SensScene(FrameSource):
         with path.open("rb") as fh:
             self.header = sens.read_header(fh, path)
             frames = sens.index_frames(fh, path, self.header)
-        h = self.header
-        check_intrinsics_fit(h.K_color, h.color_size, "colour", path)
-        check_intrinsics_fit(h.K_depth, h.depth_size, "depth", path)
+        h = self.header  # read_header validated both cameras (geometry.camera.validate_camera)
         if not np.allclose(h.T_color_extrinsic, h.T_depth_extrinsic, atol=1e-3):
             log.warning("%s: colour and depth extrinsics differ; depth is used as if registered to colour", path)
+        if frames:  # images of another size than the header states: refused at open, not mid-map
+            with path.open("rb") as fh:
+                sens.read_frame(fh, path, h, frames[0])
         super().__init__(path, path.parent, path.stem, h.K_color, h.color_size, h.K_depth, h.depth_size,
                          h.depth_shift, size, label_tsv)
         self._select((_Entry(e.index, e.T_world_cam,
@@ -238,7 +230,8 @@ def open_scene(path: str | Path, size: Size | None = None, max_frames: int | Non
     preferred = [s for s in sens_files if s.stem == p.name]
     if preferred or len(sens_files) == 1:
         return SensScene((preferred or sens_files)[0], size, max_frames, stride, label_tsv)
-    scenes = sorted(x for x in p.iterdir() if x.is_dir() and (exported.is_exported_scene(x) or any(x.glob("*.sens"))))
+    scenes = sorted(x for x in p.iterdir() if x.is_dir() and not x.name.startswith(".")  # e.g. gnesf-synth's
+                    and (exported.is_exported_scene(x) or any(x.glob("*.sens"))))           # partial output
     if len(scenes) == 1:  # e.g. gnesf-synth's output folder, or a scans/ folder with one scene
         log.info("%s holds one scene; reading %s", p, scenes[0].name)
         return open_scene(scenes[0], size, max_frames, stride, label_tsv)

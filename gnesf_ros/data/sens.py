@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from gnesf_ros.errors import DataError
+from gnesf_ros.geometry.camera import validate_camera
 
 SENS_VERSION = 4
 COLOR_COMPRESSION = {-1: "unknown", 0: "raw", 1: "png", 2: "jpeg"}
@@ -72,7 +73,8 @@ def _read_exact(fh: BinaryIO, n: int, path: Path, what: str) -> bytes:
 
 
 def read_header(fh: BinaryIO, path: Path) -> SensHeader:
-    """Parse the header at the start of ``fh``; leaves the handle at frame 0."""
+    """Parse the header at the start of ``fh``; leaves the handle at frame 0. Raises DataError
+    (CameraModelError for intrinsics that do not fit the stated image sizes) naming ``path``."""
     (version,) = struct.unpack("<I", _read_exact(fh, 4, path, "version"))
     if version != SENS_VERSION:
         raise DataError(f"{path}: not a ScanNet .sens v{SENS_VERSION} file (version field is {version})")
@@ -86,6 +88,8 @@ def read_header(fh: BinaryIO, path: Path) -> SensHeader:
     (count,) = struct.unpack("<Q", _read_exact(fh, 8, path, "frame count"))
     if min(cw, ch, dw, dh) == 0 or not np.isfinite(shift) or shift <= 0:
         raise DataError(f"{path}: corrupt .sens header (colour {cw}x{ch}, depth {dw}x{dh}, depth shift {shift})")
+    validate_camera(mats[0], (ch, cw), f"{path}: colour intrinsics (header)")
+    validate_camera(mats[2], (dh, dw), f"{path}: depth intrinsics (header)")
     return SensHeader(name, mats[0], mats[1], mats[2], mats[3], c_comp, d_comp, (ch, cw), (dh, dw),
                       float(shift), int(count), fh.tell(), count_offset)
 

@@ -15,6 +15,9 @@ Everything is a deterministic function of the seed.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +27,9 @@ import numpy as np
 import open3d as o3d
 
 from gnesf_ros.data import synth_render as sr
+from gnesf_ros.data.labelmap import LABEL_TSV_NAME
 from gnesf_ros.data.ply import LabeledMesh, write_labeled_ply
-from gnesf_ros.data.scannet import ScanNetWriter
+from gnesf_ros.data.scannet import GT_MESH_SUFFIX, ScanNetWriter
 from gnesf_ros.data.synth_layout import Layout, build_layout
 from gnesf_ros.data.synth_mesh import merge_parts
 from gnesf_ros.data.synth_objects import LABEL_TSV, raw_label_table
@@ -197,10 +201,51 @@ def generate_scene(out_dir: str | Path, seed: int, frames: int = 300, size: tupl
     if h < 8 or w < 8:
         raise DataError(f"image size must be at least 8x8 pixels, got {w}x{h}")
     name = scene_name(seed)
-    scene_dir = Path(out_dir) / name
-    scene_dir.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)
+    scene_dir = out / name
+    if scene_dir.exists() and not scene_dir.is_dir():
+        raise DataError(f"{scene_dir} exists and is not a folder: cannot write scene {name} there")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise DataError(f"output folder {out} is a file or lies under one") from None
     scene = build_scene(seed, rooms)
     poses = camera_path(scene, frames, seed)
+    # Written beside the target, then swapped in output by output: a re-run into a folder that holds
+    # this scene never mixes old and new frames, and an interrupted run leaves the old scene as it was.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=out))
+    try:
+        _write_scene(tmp, name, scene, poses, seed, size, progress, workers)
+        _swap_in(tmp, scene_dir, name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("wrote %s (%d frames, %d rooms)", scene_dir, frames, rooms)
+    return scene_dir
+
+
+def scene_outputs(name: str) -> tuple[str, ...]:
+    """What generate_scene writes in a scene folder (all of it replaced on a re-run, nothing else)."""
+    return ("color", "depth", "pose", "intrinsic", "label-filt", f"{name}.sens", f"{name}{GT_MESH_SUFFIX}",
+            LABEL_TSV_NAME)
+
+
+def _swap_in(tmp: Path, scene_dir: Path, name: str) -> None:
+    """Replace the scene's known outputs in ``scene_dir`` by those written in ``tmp``; files that
+    are not generate_scene's own are left alone. Old outputs the new run does not have are removed."""
+    scene_dir.mkdir(exist_ok=True)
+    for item in scene_outputs(name):
+        old, new = scene_dir / item, tmp / item
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        elif old.exists() or old.is_symlink():
+            old.unlink()
+        if new.exists():
+            os.replace(new, old)
+
+
+def _write_scene(scene_dir: Path, name: str, scene: SyntheticScene, poses: np.ndarray, seed: int,
+                 size: tuple[int, int], progress: Callable[[int], None] | None, workers: int) -> None:
+    frames = len(poses)
     K_color = default_intrinsics(size)
     depth_size = DEPTH_SIZE
     K_depth = default_intrinsics(depth_size)
@@ -224,6 +269,4 @@ def generate_scene(out_dir: str | Path, seed: int, frames: int = 300, size: tupl
             writer.add(rgb, depth, poses[i], raw)
             if progress is not None:
                 progress(1)
-    write_labeled_ply(scene_dir / f"{name}_vh_clean_2.labels.ply", scene.gt_mesh())
-    log.info("wrote %s (%d frames, %d rooms)", scene_dir, frames, rooms)
-    return scene_dir
+    write_labeled_ply(scene_dir / f"{name}{GT_MESH_SUFFIX}", scene.gt_mesh())

@@ -23,7 +23,7 @@ from scipy.spatial import cKDTree
 
 from gnesf_ros.classes import IGNORE, ClassTable, default_class_table
 from gnesf_ros.config import EvalConfig
-from gnesf_ros.data.ply import LabeledMesh
+from gnesf_ros.data.ply import LabeledMesh, require_labels
 
 
 class ConfusionAccumulator:
@@ -135,7 +135,10 @@ def label_transfer_indices(pred: LabeledMesh, gt: LabeledMesh,
 
 
 def semantic_3d(pred: LabeledMesh, gt: LabeledMesh, table: ClassTable | None = None) -> dict:
-    """3D semantic metrics of one scene (see module doc); labels are NYU40 ids in both meshes."""
+    """3D semantic metrics of one scene (see module doc); labels are NYU40 ids in both meshes.
+    A mesh read from a PLY without a ``label`` property raises DataError naming the file."""
+    require_labels(pred, "predicted")
+    require_labels(gt, "ground-truth")
     table = table or default_class_table()
     acc = ConfusionAccumulator(table.num_classes, table.names)
     acc.add(*label_transfer_indices(pred, gt, table))

@@ -6,9 +6,86 @@ centres (OpenCV); sizes are ``(height, width)``.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from gnesf_ros.errors import DataError
+
 Size = tuple[int, int]
+
+
+MIN_FOV_DEG, MAX_FOV_DEG = 0.01, 179.0  # field of view of each image axis: w / (2 fx) -> 2 atan(...)
+
+
+class CameraModelError(DataError):
+    """Intrinsics that are not a usable pinhole camera for an image of the given size. The
+    offline readers let it through (it is a DataError naming the file); the node counts it as
+    InputRejected ``bad_camera_info``."""
+
+
+def _fmt_matrix(K: np.ndarray) -> str:
+    return "[" + "; ".join(" ".join(f"{v:.6g}" for v in row) for row in K) + "]"
+
+
+def validate_camera(K, size: Size, what: str, described_size: Size | None = None) -> np.ndarray:
+    """The one check of a camera model: ``K`` (3x3, 4x4 ScanNet form, or 9 values row-major) of an
+    image of ``size`` = (height, width) pixels -> K as 3x3 float64, or CameraModelError naming
+    ``what`` (the file or message the intrinsics come from) and the offending value.
+
+    Valid: every entry finite; pinhole form ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` with fx, fy > 0
+    and zero skew (the 4x4 form with last row and column ``0 0 0 1``); image size >= 1x1; a field
+    of view ``2 atan(w / 2 fx)`` (and with h, fy) of 0.01 to 179 degrees; the
+    principal point inside the image (pixel edges: -0.5 .. w - 0.5) and within 20 % of the image
+    size of its centre
+    (a principal point near the border means intrinsics of another image size, e.g. depth images
+    written at the colour resolution); and, where the source also states the image size
+    (``described_size``, e.g. a .sens header), the same size within one rounding pixel.
+    """
+    try:
+        M = np.array(K, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise CameraModelError(f"{what}: intrinsics are not numbers") from None
+    if M.shape == (9,):
+        M = M.reshape(3, 3)
+    if M.shape not in ((3, 3), (4, 4)):
+        raise CameraModelError(f"{what}: intrinsics must be a 3x3 (or 4x4) matrix, got shape {M.shape}")
+    if not np.isfinite(M).all():
+        raise CameraModelError(f"{what}: intrinsics contain NaN or inf: K = {_fmt_matrix(M)}")
+    if M.shape == (4, 4) and not (np.all(M[3, :3] == 0) and np.all(M[:3, 3] == 0) and M[3, 3] == 1):
+        raise CameraModelError(f"{what}: 4x4 intrinsics must end in the row and column 0 0 0 1: "
+                               f"K = {_fmt_matrix(M)}")
+    K3 = M[:3, :3].copy()
+    fx, fy, cx, cy = K3[0, 0], K3[1, 1], K3[0, 2], K3[1, 2]
+    if not (fx > 0 and fy > 0):
+        raise CameraModelError(f"{what}: focal lengths must be positive, got fx = {fx:.6g}, fy = {fy:.6g}")
+    if K3[0, 1] != 0 or K3[1, 0] != 0 or K3[2, 0] != 0 or K3[2, 1] != 0 or K3[2, 2] != 1:
+        raise CameraModelError(f"{what}: intrinsics are not a pinhole matrix [[fx, 0, cx], [0, fy, cy], "
+                               f"[0, 0, 1]]: K = {_fmt_matrix(K3)}")
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise CameraModelError(f"{what}: image size {size!r} is not (height, width)") from None
+    if h < 1 or w < 1:
+        raise CameraModelError(f"{what}: image size {w}x{h} is empty")
+    fov = [math.degrees(2 * math.atan2(n / 2, float(f))) for n, f in ((w, fx), (h, fy))]
+    if not all(MIN_FOV_DEG <= a <= MAX_FOV_DEG for a in fov):
+        raise CameraModelError(f"{what}: fx = {fx:.6g}, fy = {fy:.6g} give a {fov[0]:.3g} x {fov[1]:.3g} degree field "
+                               f"of view for a {w}x{h} image (a pinhole camera has {MIN_FOV_DEG:g} to "
+                               f"{MAX_FOV_DEG:g}): focal lengths of another unit or image size?")
+    if described_size is not None:
+        dh, dw = (int(v) for v in described_size)
+        if abs(dh - h) > 1 or abs(dw - w) > 1:
+            raise CameraModelError(f"{what}: intrinsics are for a {dw}x{dh} image, the image is {w}x{h}: "
+                                   f"intrinsics and image size do not match")
+    if not (-0.5 <= cx <= w - 0.5 and -0.5 <= cy <= h - 0.5):
+        raise CameraModelError(f"{what}: image is {w}x{h} but its intrinsics put the principal point at "
+                               f"({cx:.6g}, {cy:.6g}), outside the image: intrinsics and image size do not match")
+    if abs(cx + 0.5 - w / 2) > 0.2 * w or abs(cy + 0.5 - h / 2) > 0.2 * h:
+        raise CameraModelError(f"{what}: image is {w}x{h} but its intrinsics put the principal point at "
+                               f"({cx:.6g}, {cy:.6g}), far from the image centre (intrinsics of another "
+                               f"image size?): intrinsics and image size do not match")
+    return K3
 
 
 def scale_intrinsics(K: np.ndarray, src_size: Size, dst_size: Size) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 
 from gnesf_ros.config import CameraConfig
 from gnesf_ros.errors import GnesfError
-from gnesf_ros.geometry.camera import scale_intrinsics
+from gnesf_ros.geometry.camera import CameraModelError, scale_intrinsics, validate_camera
 from gnesf_ros.ros import conversions as conv
 from gnesf_ros.ros.sync import SyncedInput
 from gnesf_ros.types import Frame
@@ -88,9 +88,10 @@ def to_frame(item: SyncedInput, T_world_cam: np.ndarray, camera: CameraConfig, m
     info = item.info
     if (int(info.height), int(info.width)) != (h, w):
         raise InputRejected("camera_info_mismatch", f"camera_info is {info.width}x{info.height}, colour image {w}x{h}")
-    K = np.array(info.k, np.float64).reshape(3, 3)
-    if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] != 1:
-        raise InputRejected("bad_camera_info", f"camera_info K {K.reshape(-1).tolist()} is not a pinhole matrix")
+    try:
+        K = validate_camera(np.asarray(info.k, np.float64).reshape(-1), (h, w), "camera_info")
+    except CameraModelError as e:
+        raise InputRejected("bad_camera_info", str(e)) from None
     depth = None
     if item.depth is not None:
         check_image(item.depth, conv.DEPTH_ENCODINGS, "depth image", max_pixels)
