@@ -142,3 +142,17 @@ def test_cli_out_that_is_a_file_fails_before_mapping(mapped, tmp_path, capsys, u
     assert rc == 2 and time.monotonic() - t0 < 5, err  # refused before mapping, not after
     assert len(err.strip().splitlines()) == 1 and "--out" in err and "Traceback" not in err, err
     assert (tmp_path / "afile").read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_ground_truth_without_labels_is_refused_before_mapping(tmp_path):
+    import time
+
+    scene = generate_scene(tmp_path / "data", seed=2002, frames=20, size=(60, 80))
+    gt = tmp_path / "plain.ply"  # a mesh without the per-vertex label property
+    gt.write_text("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+                  "property float z\nelement face 1\nproperty list uchar int vertex_indices\nend_header\n"
+                  "0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n")
+    t0 = time.monotonic()
+    assert main([str(scene), "--out", str(tmp_path / "out"), "--gt", str(gt), "--segmenter", "oracle",
+                 "--mode", "baseline_average"]) == 2
+    assert time.monotonic() - t0 < 10 and not (tmp_path / "out" / "metrics.json").exists()

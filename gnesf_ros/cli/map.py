@@ -31,7 +31,7 @@ from tqdm import tqdm
 from gnesf_ros.atomic import TMP_TAG, atomic_dir, atomic_path, check_output_dir, is_temp_name, write_json
 from gnesf_ros.cli.common import nonnegative_int, positive_int, run_cli
 from gnesf_ros.config import load_config, to_dict
-from gnesf_ros.data.ply import read_labeled_ply
+from gnesf_ros.data.ply import read_labeled_ply, require_labels
 from gnesf_ros.data.scannet import open_scene
 from gnesf_ros.errors import DataError
 from gnesf_ros.eval.metrics import evaluate_meshes, format_markdown, miou_2d
@@ -132,6 +132,10 @@ def _main(args: argparse.Namespace) -> int:
     if args.heldout_every < 0:
         raise DataError(f"--heldout-every must be >= 0, got {args.heldout_every}")
     source = _open_input(args, (cfg.camera.height, cfg.camera.width))
+    gt_mesh = None
+    if source.gt_mesh_path is not None:  # read (and checked) before mapping, not after
+        gt_mesh = read_labeled_ply(source.gt_mesh_path)
+        require_labels(gt_mesh, "ground-truth")
     mapper = Mapper(cfg)
     t0 = time.perf_counter()
     mapper.load_models()  # timed apart from mapping: a node loads them once at start
@@ -199,8 +203,8 @@ def _main(args: argparse.Namespace) -> int:
     }
     if preds:
         metrics["semantic_2d"] = miou_2d(preds, gts, table.num_classes, table.names)
-    if source.gt_mesh_path is not None:
-        res = evaluate_meshes(mesh, read_labeled_ply(source.gt_mesh_path), table)
+    if gt_mesh is not None:
+        res = evaluate_meshes(mesh, gt_mesh, table)
         metrics["semantic"], metrics["mesh"] = res["semantic"], res["mesh"]
     write_json(out / METRICS, metrics, indent=2, default=float)  # last: marks the run complete
     shown = {k: metrics[k] for k in ("semantic", "mesh") if k in metrics}
