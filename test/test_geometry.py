@@ -204,3 +204,7 @@ def test_validate_camera_accepts_pinhole_forms_and_names_what_is_wrong():
     # a header stating another size than the images have; one rounding pixel is fine
     assert "for a 320x240 image, the image is 640x480" in bad(K, (480, 640), (240, 320))
     validate_camera(K, (480, 640), "cam", (481, 639))
+    # a source that states its size (a CameraInfo) may have an off-centre principal point (a crop)
+    cropped = K.copy()
+    cropped[0, 2] = 100.0
+    validate_camera(cropped, (480, 640), "camera_info", (480, 640))

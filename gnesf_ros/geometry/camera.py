@@ -36,11 +36,11 @@ def validate_camera(K, size: Size, what: str, described_size: Size | None = None
     Valid: every entry finite; pinhole form ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` with fx, fy > 0
     and zero skew (the 4x4 form with last row and column ``0 0 0 1``); image size >= 1x1; a field
     of view ``2 atan(w / 2 fx)`` (and with h, fy) of 0.01 to 179 degrees; the
-    principal point inside the image (pixel edges: -0.5 .. w - 0.5) and within 20 % of the image
-    size of its centre
-    (a principal point near the border means intrinsics of another image size, e.g. depth images
-    written at the colour resolution); and, where the source also states the image size
-    (``described_size``, e.g. a .sens header), the same size within one rounding pixel.
+    principal point inside the image (pixel edges: -0.5 .. w - 0.5); where the source states the
+    size the intrinsics are for (``described_size``, e.g. a CameraInfo), the same size within one
+    rounding pixel, else (an intrinsics file without a size) a principal point within 20 % of the
+    image size of its centre (one near the border means intrinsics of another image size, e.g.
+    depth images written at the colour resolution; a stated size makes cropped cameras legal).
     """
     try:
         M = np.array(K, dtype=np.float64)
@@ -81,7 +81,7 @@ def validate_camera(K, size: Size, what: str, described_size: Size | None = None
     if not (-0.5 <= cx <= w - 0.5 and -0.5 <= cy <= h - 0.5):
         raise CameraModelError(f"{what}: image is {w}x{h} but its intrinsics put the principal point at "
                                f"({cx:.6g}, {cy:.6g}), outside the image: intrinsics and image size do not match")
-    if abs(cx + 0.5 - w / 2) > 0.2 * w or abs(cy + 0.5 - h / 2) > 0.2 * h:
+    if described_size is None and (abs(cx + 0.5 - w / 2) > 0.2 * w or abs(cy + 0.5 - h / 2) > 0.2 * h):
         raise CameraModelError(f"{what}: image is {w}x{h} but its intrinsics put the principal point at "
                                f"({cx:.6g}, {cy:.6g}), far from the image centre (intrinsics of another "
                                f"image size?): intrinsics and image size do not match")

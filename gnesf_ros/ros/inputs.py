@@ -89,7 +89,8 @@ def to_frame(item: SyncedInput, T_world_cam: np.ndarray, camera: CameraConfig, m
     if (int(info.height), int(info.width)) != (h, w):
         raise InputRejected("camera_info_mismatch", f"camera_info is {info.width}x{info.height}, colour image {w}x{h}")
     try:
-        K = validate_camera(np.asarray(info.k, np.float64).reshape(-1), (h, w), "camera_info")
+        K = validate_camera(np.asarray(info.k, np.float64).reshape(-1), (h, w), "camera_info",
+                            described_size=(int(info.height), int(info.width)))
     except CameraModelError as e:
         raise InputRejected("bad_camera_info", str(e)) from None
     depth = None
