@@ -531,7 +531,7 @@ def test_to_frame_gives_a_frame_or_input_rejected(data):
     h, w = camera.height, camera.width
     assert frame.rgb.shape == (h, w, 3) and frame.rgb.dtype == np.uint8
     assert frame.depth is None or frame.depth.shape == (h, w)
-    validate_camera(frame.K, (h, w), "frame")  # what reaches the mapper is a usable camera
+    validate_camera(frame.K, (h, w), "frame", (h, w))  # what reaches the mapper is a usable camera
     assert frame.index == 7
 
 
