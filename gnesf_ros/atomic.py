@@ -60,7 +60,8 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file or folder (its entries) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -116,7 +117,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies
     try:
         yield tmp
-        _fsync_path(tmp)
+        fsync_path(tmp)
         os.replace(tmp, target)
     except BaseException:
         _unlink(tmp)
@@ -207,7 +208,7 @@ def atomic_dir(target: str | Path, keep_others: bool = False) -> Iterator[Path]:
             for name in files:
                 p = Path(root, name)
                 if not p.is_symlink():
-                    _fsync_path(p)
+                    fsync_path(p)
             fsync_dir(root)
         if target.is_dir():
             if _exchange(tmp, target):

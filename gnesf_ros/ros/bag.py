@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from gnesf_ros.atomic import fsync_path
 from gnesf_ros.errors import DataError
 from gnesf_ros.geometry.tf_buffer import TransformBuffer, TransformError, invert_transform, split_transform
 from gnesf_ros.types import Frame
@@ -346,19 +347,11 @@ def write_bag(frames: Iterable[Frame], out: str | Path, storage: str = "mcap", r
         if out.exists():
             raise DataError(f"{out} appeared while the bag was written; not overwriting it")
         tmp.rename(out)
-        _fsync_dir(out.parent)
+        fsync_path(out.parent)
     finally:
         shutil.rmtree(tmp_parent, ignore_errors=True)
     summary.path = out
     return summary
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -367,7 +360,7 @@ def _fsync_tree(folder: Path) -> None:
         if f.is_file():
             with open(f, "rb+") as fh:
                 os.fsync(fh.fileno())
-    _fsync_dir(folder)
+    fsync_path(folder)
 
 
 def read_metadata(path: str | Path) -> dict:
