@@ -264,3 +264,18 @@ def test_a_non_utf8_label_tsv_is_named(tmp_path):
     tsv.write_bytes(b"id\tnyu40id\n1\t\xff\xfe\n")
     with pytest.raises(DataError, match="scannetv2-labels.combined.tsv: not UTF-8"):
         load_label_map(tsv)
+
+
+@pytest.mark.parametrize("argv, arg", [(["play", "b", "--rate", "0"], "--rate"),
+                                       (["play", "b", "--delay", "nan"], "--delay"),
+                                       (["play", "b", "--wait-for-subscribers", "-1"], "--wait-for-subscribers"),
+                                       (["convert", "a", "b", "--max-frames", "0"], "--max-frames"),
+                                       (["convert", "a", "b", "--rate-hz", "inf"], "--rate-hz")])
+def test_bag_numbers_are_checked_as_arguments(argv, arg, capsys):
+    from gnesf_ros.cli.bag import main as bag_main
+
+    with pytest.raises(SystemExit) as e:  # argparse's exit, with run_cli's one-line message
+        bag_main(argv)
+    assert e.value.code == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and f"argument {arg}" in err[0], err

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gnesf_ros.cli.common import positive_float, positive_int, run_cli, size_arg
+from gnesf_ros.cli.common import nonnegative_float, positive_float, positive_int, run_cli, size_arg
 from gnesf_ros.errors import GnesfError
 from gnesf_ros.ros.bag import BagLayout
 
@@ -70,11 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("input", help="ScanNet scene: exported folder or .sens file")
     c.add_argument("out", help="output bag directory (must not exist)")
     c.add_argument("--format", choices=("mcap", "sqlite3"), default="mcap", help="bag storage (default mcap)")
-    c.add_argument("--rate-hz", type=float, default=30.0, help="stamps at this rate (default 30 Hz, ScanNet's)")
+    c.add_argument("--rate-hz", type=positive_float, default=30.0, help="stamps at this rate (default 30 Hz, ScanNet's)")
     c.add_argument("--stamps-from-file", action="store_true", help="use the scene's own frame times instead")
-    c.add_argument("--start-time", type=float, default=1_600_000_000.0, help="stamp of the first frame (s)")
+    c.add_argument("--start-time", type=nonnegative_float, default=1_600_000_000.0, help="stamp of the first frame (s)")
     c.add_argument("--size", type=size_arg(1), default=None, help="resize frames to WxH (default native colour size)")
-    c.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    c.add_argument("--max-frames", type=positive_int, default=None, help="stop after this many frames")
     c.add_argument("--stride", type=positive_int, default=1, help="use every Nth frame")
     c.add_argument("--labels", action="store_true",
                    help="also write the scene's label images (mono8 class indices, 255 unknown) on --labels-topic, "
@@ -84,13 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_convert)
     pl = sub.add_parser("play", help="publish a bag over ROS 2 (rclpy)")
     pl.add_argument("bag")
-    pl.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
+    pl.add_argument("--rate", type=positive_float, default=1.0, help="playback speed factor")
     pl.add_argument("--loop", action="store_true", help="repeat until interrupted")
     pl.add_argument("--clock", action="store_true", help="publish /clock (for use_sim_time)")
     pl.add_argument("--clock-hz", type=positive_float, default=40.0, help="/clock rate between messages")
     pl.add_argument("--topics", nargs="+", default=None, help="only these topics")
-    pl.add_argument("--delay", type=float, default=0.0, help="seconds to sleep after the wait, before playing")
-    pl.add_argument("--wait-for-subscribers", type=float, default=DEFAULT_WAIT_FOR_SUBSCRIBERS_S, metavar="SEC",
+    pl.add_argument("--delay", type=nonnegative_float, default=0.0, help="seconds to sleep after the wait, before playing")
+    pl.add_argument("--wait-for-subscribers", type=nonnegative_float, default=DEFAULT_WAIT_FOR_SUBSCRIBERS_S, metavar="SEC",
                     help="before playing, wait up to SEC (default %(default)s; 0 = don't wait) until the subscribers "
                          "that exist are matched on every topic (topics without subscribers are not waited for); "
                          "with --clock, /clock holds the bag's first time meanwhile")
@@ -102,14 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    def run(args: argparse.Namespace) -> int:
-        if getattr(args, "stride", 1) < 1:
-            raise GnesfError("--stride must be >= 1")
-        if getattr(args, "wait_for_subscribers", 0.0) < 0:
-            raise GnesfError("--wait-for-subscribers must be >= 0 (0 = don't wait)")
-        return args.func(args)
-
-    return run_cli(run, build_parser(), argv)
+    return run_cli(lambda args: args.func(args), build_parser(), argv)
 
 
 if __name__ == "__main__":
