@@ -69,6 +69,16 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(folder: str | Path) -> None:
+    """Flush every file below ``folder`` and the folders themselves to disk (before a rename)."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            p = Path(root, name)
+            if not p.is_symlink():
+                fsync_path(p)
+        fsync_dir(root)
+
+
 def _make_parent(target: Path) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -204,12 +214,7 @@ def atomic_dir(target: str | Path, keep_others: bool = False) -> Iterator[Path]:
                     shutil.copytree(entry.path, dst, symlinks=True, copy_function=_link_or_copy)
                 else:
                     _link_or_copy(entry.path, str(dst))
-        for root, _, files in os.walk(tmp):
-            for name in files:
-                p = Path(root, name)
-                if not p.is_symlink():
-                    fsync_path(p)
-            fsync_dir(root)
+        fsync_tree(tmp)
         if target.is_dir():
             if _exchange(tmp, target):
                 old = tmp  # now holds the previous folder

@@ -129,8 +129,6 @@ def _main(args: argparse.Namespace) -> int:
         overrides["segmenter"] = {"backend": args.segmenter}
     check_outputs(args.out)  # before any work, not after mapping
     cfg = load_config(args.config, overrides)
-    if args.heldout_every < 0:
-        raise DataError(f"--heldout-every must be >= 0, got {args.heldout_every}")
     source = _open_input(args, (cfg.camera.height, cfg.camera.width))
     gt_mesh = None
     if source.gt_mesh_path is not None:  # read (and checked) before mapping, not after
@@ -163,9 +161,8 @@ def _main(args: argparse.Namespace) -> int:
         raise DataError(f"{args.input}: no fragment could be mapped ({mapper.stats})")
 
     out = args.out
-    check_outputs(out)
     out.mkdir(parents=True, exist_ok=True)
-    clear_outputs(out)
+    clear_outputs(out)  # checks the folder again: it may have changed while mapping
     vmap = mapper.map
     mesh_path = save_mesh_ply(vmap, out / "mesh.ply")
     vmap.save(out / "map.npz")

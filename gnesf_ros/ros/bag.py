@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import binascii
 import logging
-import os
 import shutil
 import tempfile
 from collections import Counter
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from gnesf_ros.atomic import fsync_path
+from gnesf_ros.atomic import fsync_dir, fsync_tree
 from gnesf_ros.errors import DataError
 from gnesf_ros.geometry.tf_buffer import TransformBuffer, TransformError, invert_transform, split_transform
 from gnesf_ros.types import Frame
@@ -343,24 +342,15 @@ def write_bag(frames: Iterable[Frame], out: str | Path, storage: str = "mcap", r
         if w.num_frames == 0:
             raise DataError("no frames to write")
         summary = bag_summary(tmp)  # read back: what lands at ``out`` is a complete, readable bag
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         if out.exists():
             raise DataError(f"{out} appeared while the bag was written; not overwriting it")
         tmp.rename(out)
-        fsync_path(out.parent)
+        fsync_dir(out.parent)
     finally:
         shutil.rmtree(tmp_parent, ignore_errors=True)
     summary.path = out
     return summary
-
-
-def _fsync_tree(folder: Path) -> None:
-    """Flush a bag folder's files and the folder itself to disk (before it is renamed into place)."""
-    for f in folder.iterdir():
-        if f.is_file():
-            with open(f, "rb+") as fh:
-                os.fsync(fh.fileno())
-    fsync_path(folder)
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -595,21 +585,34 @@ def bag_summary(path: str | Path, verify: bool = True) -> BagSummary:
     return summary
 
 
-def _checked_reader_class():
-    """rosbags' Reader whose messages() turn its ReaderError (a chunk's CRC or size wrong, a
-    truncated file) into a DataError naming the bag."""
+def _reader_errors() -> tuple[type[BaseException], ...]:
+    """What rosbags raises while parsing damaged storage files (ValueError covers UnicodeDecodeError
+    of damaged schema / channel / metadata records; apsw is its sqlite3 driver)."""
     import struct
 
-    import apsw  # rosbags' sqlite3 driver
-    from rosbags.rosbag2 import Reader, ReaderError
+    import apsw
+    from rosbags.rosbag2 import ReaderError
+
+    return ReaderError, FileNotFoundError, apsw.Error, struct.error, ValueError, IndexError, KeyError, EOFError
+
+
+def _unreadable(path, e: BaseException) -> DataError:
+    return DataError(f"cannot read bag {path}: {' '.join(str(e).split()) or type(e).__name__}")
+
+
+def _checked_reader_class():
+    """rosbags' Reader whose messages() turn its reading errors (a chunk's CRC or size wrong, a
+    truncated file) into a DataError naming the bag."""
+    from rosbags.rosbag2 import Reader
+
+    errors = _reader_errors()
 
     class CheckedReader(Reader):
         def messages(self, *args, **kwargs):
             try:
                 yield from super().messages(*args, **kwargs)
-            except (ReaderError, apsw.Error, struct.error, ValueError, IndexError, KeyError, EOFError) as e:
-                # anything rosbags raises while parsing the storage file: damaged bytes (e.g. an index)
-                raise DataError(f"cannot read bag {self.path}: {' '.join(str(e).split()) or type(e).__name__}") from None
+            except errors as e:
+                raise _unreadable(self.path, e) from None
 
     return CheckedReader
 
@@ -619,11 +622,6 @@ def open_reader(path: str | Path, verify: bool = False):
     check each MCAP chunk's CRC (when written: gnesf-bag writes them) as they read it and raise a
     DataError naming the bag for a corrupt chunk. ``verify``: read all data files first
     (:func:`verify_bag`)."""
-    import struct
-
-    import apsw
-    from rosbags.rosbag2 import ReaderError
-
     info = read_metadata(path)
     for file in _data_files(Path(path), info):
         if not file.is_file() or file.stat().st_size == 0:
@@ -635,9 +633,8 @@ def open_reader(path: str | Path, verify: bool = False):
     try:
         reader = _checked_reader_class()(Path(path))
         reader.open()
-    except (ReaderError, FileNotFoundError, apsw.Error, struct.error, ValueError, IndexError, KeyError, EOFError) as e:
-        # ValueError covers UnicodeDecodeError: damaged schema / channel / metadata records
-        raise DataError(f"cannot read bag {path}: {' '.join(str(e).split()) or type(e).__name__}") from None
+    except _reader_errors() as e:
+        raise _unreadable(path, e) from None
     return reader
 
 
@@ -658,9 +655,6 @@ def header_stamps_ns(path: str | Path, topic: str) -> list[int]:
         reader.close()
 
 
-MAX_IMAGE_PIXELS = 4096 * 4096  # the node's max_image_pixels default
-
-
 def require_topics(path: str | Path, topics, layout: BagLayout = BagLayout()) -> None:
     """DataError naming the bag and the missing topic when ``topics`` (the bag's topic names) lack
     the colour image or camera_info topic of ``layout``: no frame can be built without them."""
@@ -672,7 +666,7 @@ def require_topics(path: str | Path, topics, layout: BagLayout = BagLayout()) ->
 
 def read_frames(path: str | Path, size: tuple[int, int] | None = None, layout: BagLayout = BagLayout(),
                 tolerance_s: float = 0.0, skipped: Counter | None = None,
-                max_pixels: int = MAX_IMAGE_PIXELS) -> Iterator[Frame]:
+                max_pixels: int | None = None) -> Iterator[Frame]:
     """Frames of a bag, converted exactly as the node converts its inputs.
 
     Each colour image is grouped with the camera_info, depth image (when the bag has the depth
@@ -696,7 +690,10 @@ def read_frames(path: str | Path, size: tuple[int, int] | None = None, layout: B
     from gnesf_ros.geometry.camera import is_valid_pose
     from gnesf_ros.ros import conversions as conv
     from gnesf_ros.ros.inputs import InputRejected, to_frame
+    from gnesf_ros.ros.parameters import NodeConfig
     from gnesf_ros.ros.sync import SyncedInput
+
+    max_pixels = NodeConfig.max_image_pixels if max_pixels is None else max_pixels  # the node's default
 
     skipped = Counter() if skipped is None else skipped
     seen = set(skipped)  # reasons already warned about (by an earlier pass sharing the counter)
