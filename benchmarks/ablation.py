@@ -51,16 +51,19 @@ ORACLE_MIOU = 65.0
 STAGES = ("features2d", "volume", "net3d", "visibility", "voting", "total")
 RUNS = (  # (row name, mapper mode, voting variant)
     ("segmenter alone", "baseline_average", None),
-    ("direct", "rgb", "direct"),
-    ("logit", "rgb", "logit"),
-    ("prob", "rgb", "prob"),
-    ("prob+visibility", "rgb", "prob_vis"),
-    ("mean of the seeing views (no network)", "rgb", "mean"),
+    ("direct", "rgb:volume", "direct"),
+    ("logit", "rgb:volume", "logit"),
+    ("prob", "rgb:volume", "prob"),
+    ("prob+visibility", "rgb:volume", "prob_vis"),
+    ("mean of the seeing views (no network)", "rgb:volume", "mean"),
     # the voting variants again on depth geometry: their order without the learned geometry's errors
     ("rgbd: depth geometry + logit", "rgbd", "logit"),
     ("rgbd: depth geometry + prob", "rgbd", "prob"),
     ("rgbd: depth geometry + prob+visibility", "rgbd", "prob_vis"),
     ("rgbd: depth geometry + mean of the seeing views (no network)", "rgbd", "mean"),
+    # rgb mode with multi-view stereo geometry (model.geometry: mvs): predicted depth, TSDF-fused
+    ("rgb, mvs geometry + prob+visibility", "rgb:mvs", "prob_vis"),
+    ("rgb, mvs geometry + mean of the seeing views (no network)", "rgb:mvs", "mean"),
 )
 
 
@@ -88,7 +91,7 @@ class StatsRecorder:
 
 def render_test_scene(seed: int, frames: int, heldout: int) -> dict:
     """Keyframes (rgb, depth, labels) and held-out views (depth, labels) of scene ``seed`` + its GT mesh."""
-    from gnesf_ros.data.synthetic import build_scene, camera_path, default_intrinsics
+    from gnesf_ros.data.synthetic import build_scene, camera_path, default_intrinsics, frame_noise_seed
 
     scene = build_scene(seed)
     poses = camera_path(scene, frames, seed)
@@ -100,7 +103,7 @@ def render_test_scene(seed: int, frames: int, heldout: int) -> dict:
     held = others[np.linspace(0, len(others) - 1, min(heldout, len(others))).round().astype(int)]
     views = {}
     for i in np.flatnonzero(key).tolist() + held.tolist():
-        rgb, depth, nyu = scene.render(poses[i], K, SIZE)
+        rgb, depth, nyu = scene.render(poses[i], K, SIZE, noise_seed=frame_noise_seed(seed, i))
         views[i] = (rgb, depth, lut[nyu])
     kf = np.flatnonzero(key)
     gt = cull_to_observed(scene.gt_mesh(), np.asarray(poses)[kf], K, [views[i][1] for i in kf])
@@ -129,23 +132,32 @@ def cull_to_observed(mesh: LabeledMesh, poses: np.ndarray, K: np.ndarray, depths
     return LabeledMesh(vertices=mesh.vertices[seen], colors=mesh.colors[seen], labels=mesh.labels[seen])
 
 
-def run_mapper(scene: dict, mode: str, variant: str | None, model, oracle) -> tuple:
-    """Map the scene's stream; -> (mesh, held-out label renders, stage timings, busy seconds)."""
+def run_mapper(scene: dict, mode: str, variant: str | None, model, oracle, depth_estimator=None,
+               model_overrides: dict | None = None) -> tuple:
+    """Map the scene's stream; -> (mesh, held-out label renders, stage timings, busy seconds).
+    mode: a mapper mode, or "rgb:mvs" / "rgb:volume" for rgb mode with that model.geometry."""
     from gnesf_ros.pipeline import Mapper
 
+    mode, _, geometry = mode.partition(":")
     cfg = MapperConfig(mode=mode)
+    cfg.model.geometry = geometry or "volume"
+    for k, v in (model_overrides or {}).items():
+        setattr(cfg.model, k, v)
     cfg.segmenter.backend = "oracle"
     rec = None
     if model is not None:
         model.cfg.voting = variant or model.cfg.voting
         rec = StatsRecorder(model)
-    mapper = Mapper(cfg, segmenter=oracle, model=rec)
+    if depth_estimator is not None:
+        depth_estimator.reset()
+    mapper = Mapper(cfg, segmenter=oracle, model=rec, depth_estimator=depth_estimator)
     blank = np.zeros(SIZE + (3,), np.uint8)
     t0 = time.perf_counter()
     for i, T in enumerate(scene["poses"]):
         if scene["key"][i]:
             rgb, depth, lab = scene["views"][i]
-            mapper.add_frame(Frame(i / 30, rgb, scene["K"], T, depth=depth, labels=lab, index=i))
+            mapper.add_frame(Frame(i / 30, rgb, scene["K"], T, depth=None if mode == "rgb" else depth, labels=lab,
+                                   index=i))
         else:
             mapper.add_frame(Frame(i / 30, blank, scene["K"], T, index=i))
     mapper.flush()
@@ -175,6 +187,13 @@ def evaluate(args) -> dict:
     model_cfg = dataclasses.replace(ModelConfig(), occ_threshold=args.occ_threshold, threads=args.threads,
                                     max_fine_voxels=args.max_fine_voxels)
     model = GNeSF.load(args.weights, model_cfg) if Path(args.weights).is_file() else None
+    estimator = None
+    if Path(args.mvs_weights).is_file():
+        from gnesf_ros.model.mvs import MvsDepthEstimator
+        from gnesf_ros.model.train_mvs import load_depth_net
+
+        estimator = MvsDepthEstimator(load_depth_net(args.mvs_weights), ModelConfig().mvs_sources)
+    runs = [r for r in RUNS if not args.only or any(o in r[0] for o in args.only)]
     oracle = NoisyOracleSegmenter(ORACLE_MIOU, seed=MapperConfig().segmenter.oracle_seed, class_table=table)
     acc2d = {name: ConfusionAccumulator(table.num_classes, table.names) for name, _, _ in RUNS}
     acc2d["segmenter alone (2D, its own output)"] = ConfusionAccumulator(table.num_classes, table.names)
@@ -196,10 +215,10 @@ def evaluate(args) -> dict:
         scenes.append({"seed": seed, "frames": len(scene["poses"]), "keyframes": int(scene["key"].sum()),
                        "gt_vertices_observed": len(scene["gt_mesh"].vertices),
                        "heldout_views": [int(i) for i in scene["held"]], "render_s": time.perf_counter() - t0})
-        for name, mode, variant in RUNS:
-            if mode != "baseline_average" and model is None:
+        for name, mode, variant in runs:
+            if (mode != "baseline_average" and model is None) or (mode == "rgb:mvs" and estimator is None):
                 continue
-            mesh, renders, tim, secs, stages = run_mapper(scene, mode, variant, model, oracle)
+            mesh, renders, tim, secs, stages = run_mapper(scene, mode, variant, model, oracle, estimator)
             for g, p in zip(gts, renders):
                 acc2d[name].add(g, p)
                 valid = g != 255
@@ -262,6 +281,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=200, help="30 Hz frames per scene")
     ap.add_argument("--heldout", type=int, default=12, help="held-out (non-key) views per scene for 2D mIoU")
     ap.add_argument("--weights", default="models/gnesf_synthetic.pt")
+    ap.add_argument("--mvs-weights", default=ModelConfig.mvs_weights, help="MVS depth network (rgb, mvs rows)")
+    ap.add_argument("--only", nargs="+", default=None, metavar="TEXT",
+                    help="run only the rows whose name contains one of these (default: all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--occ-threshold", type=float, default=0.3,
                     help="pruning threshold (model.occ_threshold); 0.3 was chosen on validation seed 990 for the "

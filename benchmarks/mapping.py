@@ -44,7 +44,7 @@ K_FULL = np.array([[577.9, 0, 319.5], [0, 577.9, 239.5], [0, 0, 1]])  # ScanNet-
 # ----------------------------------------------------------------------------- scene cache
 def render_scene(seed: int, rooms: int, frames: int, out: Path, need_rgb: bool) -> Path:
     """Render the keyframes (and GT mesh) of a scan of scene ``seed`` into ``out`` (npz + ply)."""
-    from gnesf_ros.data.synthetic import build_scene, camera_path
+    from gnesf_ros.data.synthetic import build_scene, camera_path, frame_noise_seed
 
     scene = build_scene(seed, rooms)
     poses = camera_path(scene, frames=frames * rooms, seed=seed)
@@ -53,9 +53,10 @@ def render_scene(seed: int, rooms: int, frames: int, out: Path, need_rgb: bool) 
     key = np.array([sel.accept(T) for T in poses])
     lut = default_class_table().nyu40_to_index_lut()
     rgbs, depths, labels = [], [], []
-    for T in np.array(poses)[key]:
+    for i in np.flatnonzero(key).tolist():
+        T = np.asarray(poses[i])
         if need_rgb:
-            rgb, depth, nyu = scene.render(T, K, SIZE)
+            rgb, depth, nyu = scene.render(T, K, SIZE, noise_seed=frame_noise_seed(seed, i))
         else:
             depth, nyu, _ = scene.render_geometry(T, K, SIZE)
             rgb = np.zeros(SIZE + (3,), np.uint8)
@@ -82,7 +83,10 @@ def run_mode(npz: str, mode: str, weights: str | None, segmenter: str = "oracle"
     with np.load(npz) as f:  # each NpzFile access decompresses a fresh copy: read once
         z = {k: f[k] for k in f.files}
     rss_start = _rss_mb()
-    cfg = MapperConfig(mode=mode)
+    mapper_mode, _, geometry = mode.partition(":")  # "rgb:mvs" / "rgb:volume": rgb mode with that geometry
+    cfg = MapperConfig(mode=mapper_mode)
+    if geometry:
+        cfg.model.geometry = geometry
     cfg.segmenter.backend = segmenter
     if weights:
         cfg.model.weights = weights
@@ -97,7 +101,8 @@ def run_mode(npz: str, mode: str, weights: str | None, segmenter: str = "oracle"
     for i, (T, is_key) in enumerate(zip(z["poses"], z["key"])):
         if is_key:
             j = next(kf)
-            f = Frame(i / 30, z["rgb"][j], z["K"], T, depth=z["depth"][j], labels=z["labels"][j], index=i)
+            f = Frame(i / 30, z["rgb"][j], z["K"], T, depth=None if mapper_mode == "rgb" else z["depth"][j],
+                      labels=z["labels"][j], index=i)
         else:
             f = Frame(i / 30, blank, z["K"], T, index=i)
         t0 = time.perf_counter()
@@ -239,7 +244,7 @@ def main() -> None:
         print(json.dumps(res, default=float))
         return
     weights = args.weights if args.weights and Path(args.weights).is_file() else None
-    modes = (["rgb", "rgbd"] if weights else []) + ["baseline_bayesian", "baseline_average", "open3d"]
+    modes = (["rgb:volume", "rgb:mvs", "rgbd"] if weights else []) + ["baseline_bayesian", "baseline_average", "open3d"]
     results: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0]},
                      "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                               text=True).stdout.strip(),

@@ -58,6 +58,12 @@ class SegmenterConfig:
 @dataclass
 class ModelConfig:
     weights: str = "models/gnesf_synthetic.pt"  # GNeSF weights (.pt; relative: package data) for modes rgb and rgbd
+    geometry: str = "mvs"  # rgb mode geometry: mvs (plane-sweep depth of each keyframe from earlier keyframes, TSDF-fused) | volume (GNeSF coarse-to-fine feature volume, NeuralRecon style; weak weights)
+    mvs_weights: str = "models/mvs_depth.pt"  # MVS depth network (.pt; relative: package data) for geometry mvs
+    mvs_sources: int = 2  # earlier keyframes matched against each keyframe (1-4)
+    mvs_min_confidence: float = 0.2  # predicted depth below this confidence is not integrated
+    mvs_agreement: float = 0.05  # > 0: a pixel whose 3D point an earlier keyframe's predicted depth covers must agree with it within this share of its depth (else dropped); 0 = off
+    mvs_unverified_weight: float = 0.5  # fusion weight factor of pixels no earlier keyframe's depth covers (new surface)
     voting: str = "prob_vis"  # direct | logit | prob | prob_vis | mean (no network: average of the views that see a voxel)
     voxel_size_m: float = 0.04  # finest level
     volume_size_vox: int = 96  # fragment cube edge at the finest level
@@ -69,6 +75,7 @@ class ModelConfig:
     fine_keep_tsdf_band: float = 0.0  # > 0: also output finest voxels with predicted |TSDF| (truncation units) below this
     occ_band_vox: tuple = (3.0, 2.0, 1.5)  # occupancy target |sdf| < band (voxels of the level), coarse->fine
     feat_channels: tuple = (32, 24, 16)  # 2D features per level (strides 16, 8, 4), coarse->fine
+    backbone: str = "small"  # 2D feature network: small (trained from scratch) | efficientnet_lite0 (ImageNet-pretrained, from PyPI)
     geo_channels: tuple = (32, 24, 16)  # 3D channels per level (16 cm dense, 8 cm dense, 4 cm sparse)
     sparse_convs: int = 2  # residual submanifold convs at the finest level
     max_fine_voxels: int = 400000  # cap on finest-level voxels (most occupied parents win)
@@ -147,7 +154,7 @@ class EvalConfig:
 
 @dataclass
 class MapperConfig:
-    mode: str = "rgbd"  # rgbd (depth TSDF + GNeSF voting) | rgb (learned geometry; weak weights, see models/) | baseline_bayesian | baseline_average
+    mode: str = "rgbd"  # rgbd (depth TSDF + GNeSF voting) | rgb (RGB only: geometry from model.geometry + GNeSF voting) | baseline_bayesian | baseline_average
     camera: CameraConfig = field(default_factory=CameraConfig)
     keyframe: KeyframeConfig = field(default_factory=KeyframeConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
@@ -198,7 +205,9 @@ _RULES: dict[str, dict[str, tuple]] = {
     "ModelConfig": {"voxel_size_m": _POS, "volume_size_vox": _ONE, "trunc_vox": _POS, "max_depth_m": _POS,
                     "min_views": _ONE, "occ_threshold": _UNIT, "occ_band_vox": _POS, "feat_channels": _ONE,
                     "geo_channels": _ONE, "max_fine_voxels": _ONE, "vote_hidden": _ONE, "vis_samples": _ONE,
-                    "render_samples": _ONE, "render_far_m": _POS, "render_tau_vox": _POS},
+                    "render_samples": _ONE, "render_far_m": _POS, "render_tau_vox": _POS,
+                    "mvs_sources": (1, 4, False, False), "mvs_min_confidence": _UNIT,
+                    "mvs_agreement": _UNIT, "mvs_unverified_weight": _UNIT},
     "MapConfig": {"voxel_size_m": _POS, "block_size_vox": _ONE, "trunc_vox": _POS, "max_blocks": _ONE,
                   "max_weight": _POS, "bayes_measurement_prob": (0.5, 1.0, True, True), "max_ray_m": _POS,
                   "alloc_pixel_stride": _ONE},
@@ -212,6 +221,8 @@ SIGNED = {("MapConfig", "occupancy_min_height_m"), ("MapConfig", "occupancy_max_
           ("MapConfig", "occupied_sdf_vox")}
 LEVEL_TUPLES = {"occ_band_vox", "feat_channels", "geo_channels", "occ_balance_max"}  # one value per level
 DEVICE_RE = re.compile(r"(cpu|cuda|mps|xpu)(:\d+)?")
+BACKBONES = ("small", "efficientnet_lite0")  # ModelConfig.backbone values
+GEOMETRIES = ("volume", "mvs")  # ModelConfig.geometry values
 
 
 def _check_number(path: str, value: Any, integer: bool, rule: tuple | None, signed: bool) -> None:
@@ -252,6 +263,10 @@ def validate_config(cfg: Any, where: str = "") -> Any:
             integer = all(isinstance(v, int) for v in getattr(type(cfg)(), f.name))
             for i, v in enumerate(value):
                 _check_number(f"{path}[{i}]", v, integer, rule, signed)
+        elif cls == "ModelConfig" and f.name == "geometry" and value not in GEOMETRIES:
+            raise ConfigError(f"config key '{path}': expected one of {', '.join(GEOMETRIES)}, got {value!r}")
+        elif cls == "ModelConfig" and f.name == "backbone" and value not in BACKBONES:
+            raise ConfigError(f"config key '{path}': expected one of {', '.join(BACKBONES)}, got {value!r}")
         elif f.name == "device" and not DEVICE_RE.fullmatch(str(value)):
             raise ConfigError(f"config key '{path}': expected a torch device such as cpu or cuda:0, got {value!r}")
     if cls == "ModelConfig" and cfg.render_far_m <= cfg.render_near_m:

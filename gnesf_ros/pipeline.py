@@ -2,7 +2,9 @@
 
 frames -> keyframes (KeyframeSelector) -> fragment windows (FragmentBuilder) -> 2D segmenter
 -> per mode:
-  rgb                GNeSF.predict_fragment (learned SDF + voted semantics) -> map.integrate
+  rgb, geometry volume  GNeSF.predict_fragment (learned SDF + voted semantics) -> map.integrate
+  rgb, geometry mvs  plane-sweep depth of each keyframe from earlier keyframes (MvsDepthEstimator) fused as
+                     rgbd fuses sensor depth (confidence as weight); semantics as rgbd
   rgbd               depth TSDF of each keyframe as it arrives (map.integrate_depth: the geometry is
                      current at once) + per window GNeSF.vote_semantics on the map's near-surface
                      voxels of the fragment -> map.integrate (semantics only)
@@ -25,6 +27,7 @@ from gnesf_ros.config import ConfigError, MapperConfig
 from gnesf_ros.errors import ModelError
 from gnesf_ros.geometry.camera import is_valid_pose
 from gnesf_ros.geometry.keyframes import FragmentBuilder, KeyframeSelector
+from gnesf_ros.geometry.multiview import depth_agreement
 from gnesf_ros.mapping import SemanticVoxelMap
 from gnesf_ros.segmentation.base import build_segmenter, resolve_checkpoint, segment_frames
 from gnesf_ros.types import Fragment, FragmentResult, Frame
@@ -49,13 +52,14 @@ class Mapper:
     built from ``cfg`` on first use when not given; baselines need no model."""
 
     def __init__(self, cfg: MapperConfig | None = None, segmenter=None, model=None,
-                 class_table: ClassTable | None = None):
+                 class_table: ClassTable | None = None, depth_estimator=None):
         self.cfg = cfg or MapperConfig()
         if self.cfg.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got '{self.cfg.mode}'")
         self.class_table = class_table or default_class_table()
         self._segmenter = segmenter
         self._model = model
+        self._depth_estimator = depth_estimator  # MvsDepthEstimator (rgb mode, geometry mvs)
         map_cfg = self.cfg.map
         if self.cfg.mode in _BASELINE_FUSION:
             map_cfg = dataclasses.replace(map_cfg, fusion=_BASELINE_FUSION[self.cfg.mode])
@@ -70,7 +74,11 @@ class Mapper:
         self._builder = FragmentBuilder(self.cfg.keyframe, voxel_size=self.map_cfg.voxel_size_m,
                                         max_depth_m=self.cfg.camera.max_depth_m, select_keyframes=False)
         self._integrated: list[Frame] = []  # keyframes of the last window and since (already depth-integrated)
+        self._mvs_first: Frame | None = None  # mvs: the stream's first keyframe, waiting for a second view
+        if self._depth_estimator is not None:
+            self._depth_estimator.reset()
         self._integrate_ms = 0.0  # rgbd: depth integration of the window's keyframes so far (its timings)
+        self._depth_ms = 0.0  # rgb + mvs: depth prediction of the window's keyframes so far
         self.revision = 0  # bumped by every change of the map (a keyframe's depth, a fragment)
         self._size: tuple[int, int] | None = None
         self.counters = {"frames": 0, "keyframes": 0, "fragments": 0, "skipped_bad_pose": 0,
@@ -103,6 +111,26 @@ class Mapper:
         return self._segmenter
 
     @property
+    def depth_from_images(self) -> bool:
+        """rgb mode with MVS geometry: keyframes get predicted depth and go the rgbd way."""
+        return self.cfg.mode == "rgb" and self.cfg.model.geometry == "mvs"
+
+    @property
+    def fuses_depth_per_keyframe(self) -> bool:
+        """Geometry integrated keyframe by keyframe (rgbd, rgb+mvs), semantics per window by GNeSF voting."""
+        return self.cfg.mode == "rgbd" or self.depth_from_images
+
+    @property
+    def depth_estimator(self):
+        if self._depth_estimator is None:
+            from gnesf_ros.model.mvs import MvsDepthEstimator
+            from gnesf_ros.model.train_mvs import load_depth_net
+
+            net = load_depth_net(resolve_checkpoint(self.cfg.model.mvs_weights), self.cfg.model.device)
+            self._depth_estimator = MvsDepthEstimator(net, self.cfg.model.mvs_sources)
+        return self._depth_estimator
+
+    @property
     def model(self):
         if self._model is None:
             from gnesf_ros.model.gnesf import GNeSF
@@ -127,8 +155,13 @@ class Mapper:
             self.segmenter.predict(batch)
             log.info("segmenter warmed up in %.2f s", time.perf_counter() - t0)
         if self.cfg.mode in ("rgb", "rgbd"):
-            s = self.model.warm_up(self.cfg.keyframe.fragment_size, (cam.height, cam.width), self.cfg.mode == "rgbd")
+            s = self.model.warm_up(self.cfg.keyframe.fragment_size, (cam.height, cam.width),
+                                   self.fuses_depth_per_keyframe)
             log.info("GNeSF warmed up in %.2f s", s)
+        if self.depth_from_images:
+            t0 = time.perf_counter()
+            self.depth_estimator.warm_up((cam.height, cam.width))
+            log.info("MVS depth network warmed up in %.2f s", time.perf_counter() - t0)
 
     def load_map(self, path) -> None:
         """Replace the map with one saved by ``SemanticVoxelMap.save`` (resume mapping)."""
@@ -163,14 +196,52 @@ class Mapper:
         """Add a keyframe (accepted by ``select_keyframe``) to the window; maps the window when full.
         rgbd integrates the keyframe's depth at once (``revision`` tells the map changed): the
         geometry does not wait for the window, the semantics of the new surface do."""
-        if self.cfg.mode == "rgbd":
-            t0 = time.perf_counter()
-            if self.map.integrate_depth(frame, None):
-                self.revision += 1
-            self._integrated.append(frame)
-            self._integrate_ms += 1e3 * (time.perf_counter() - t0)
-        fragment = self._builder.push(frame)
-        return self._process(fragment) if fragment is not None else None
+        ready = self._predict_depth(frame) if self.depth_from_images else [(frame, None)]
+        update = None
+        for f, confidence in ready:
+            if self.fuses_depth_per_keyframe:
+                t0 = time.perf_counter()
+                if self.map.integrate_depth(f, None, confidence):
+                    self.revision += 1
+                self._integrated.append(f)
+                self._integrate_ms += 1e3 * (time.perf_counter() - t0)
+            fragment = self._builder.push(f)
+            if fragment is not None:
+                update = self._process(fragment)
+        return update
+
+    def _predict_depth(self, frame: Frame) -> list[tuple[Frame, np.ndarray | None]]:
+        """rgb + mvs: the keyframe (and a held first keyframe) with predicted depth in place of sensor
+        depth (0 where confidence < model.mvs_min_confidence) and the confidence as fusion weight. The
+        stream's first keyframe has no earlier view: it waits for the second and is matched against it."""
+        t0 = time.perf_counter()
+        est = self.depth_estimator
+        earlier = ([self._mvs_first] if self._mvs_first is not None else []) + self._integrated
+        out = []
+        pred = est.estimate(frame, earlier)
+        if pred is None and not self._integrated:
+            self._mvs_first = self._mvs_first or frame  # nothing to match yet
+            return out
+        if self._mvs_first is not None:
+            out.append(self._with_depth(self._mvs_first, est.estimate(self._mvs_first, [frame])))
+            self._mvs_first = None
+        out.append(self._with_depth(frame, pred))
+        self._depth_ms += 1e3 * (time.perf_counter() - t0)
+        return out
+
+    def _with_depth(self, frame: Frame, pred: tuple | None) -> tuple[Frame, np.ndarray | None]:
+        h, w = frame.size
+        if pred is None:  # no earlier view with a usable baseline (pure rotation): no geometry from it
+            return dataclasses.replace(frame, depth=np.zeros((h, w), np.float32)), None
+        m = self.cfg.model
+        depth, conf = pred
+        depth = np.where(conf >= m.mvs_min_confidence, depth, 0.0).astype(np.float32)
+        if m.mvs_agreement > 0:  # multi-view consistency with the last keyframes' predicted depth
+            others = [(f.depth, f.K, f.T_world_cam) for f in self._integrated[-4:] if f.depth is not None]
+            agrees, covered = depth_agreement(depth, frame.K, frame.T_world_cam, others, m.mvs_agreement)
+            depth[covered & ~agrees] = 0.0
+            conf = np.where(covered, conf, conf * m.mvs_unverified_weight)
+        return dataclasses.replace(frame, depth=depth), np.where(depth > 0, conf, 0.0)
 
     @property
     def pending_keyframes(self) -> int:
@@ -203,17 +274,19 @@ class Mapper:
         camera = fragment.frames[-1].T_world_cam[:3, 3]
         probs, timings["segment"] = self._segment(fragment)
         t = time.perf_counter()
-        if mode == "rgb":
+        if mode == "rgb" and not self.depth_from_images:
             result = self.model.predict_fragment(fragment, probs)
             t = lap("model", t)
             fused = self._integrate(result, camera, fragment)
             t = lap("integrate", t)
         else:
-            fused = self._integrate_depth(fragment, None if mode == "rgbd" else probs)
+            fused = self._integrate_depth(fragment, None if self.fuses_depth_per_keyframe else probs)
             t = lap("integrate", t)
-            timings["integrate"] += self._integrate_ms  # rgbd: done keyframe by keyframe before
+            timings["integrate"] += self._integrate_ms  # rgbd, mvs: done keyframe by keyframe before
             self._integrate_ms = 0.0
-        if mode == "rgbd":
+            if self.depth_from_images:
+                timings["depth"], self._depth_ms = self._depth_ms, 0.0
+        if self.fuses_depth_per_keyframe:
             # the network votes on the voxels within model.vote_band_vox of the surface; the other
             # corners of surface-crossing cells (mesh vertices read them) get the mean of the seeing views
             band = self.cfg.model.vote_band_vox * self.map.voxel_size

@@ -98,7 +98,9 @@ class BoxModel:
 
 def test_rgb_mode_fuses_model_fragments():
     model = BoxModel()
-    mapper = Mapper(config("rgb", fragment_size=4), segmenter=LabelSegmenter(), model=model)
+    cfg = config("rgb", fragment_size=4)
+    cfg.model.geometry = "volume"  # the feature-volume design: geometry and semantics from predict_fragment
+    mapper = Mapper(cfg, segmenter=LabelSegmenter(), model=model)
     for f in orbit_frames(8, SIZE):
         mapper.add_frame(f)
     assert mapper.stats["fragments"] == 2 and model.calls[0] == ("predict", 4, (4,) + SIZE + (C,))

@@ -3,6 +3,7 @@
     gnesf-train segmenter --out models/segmenter --steps 1200 --size 320x240 [--resume]
     gnesf-train segmenter-views --out data/seg_views --scenes 120 --views 10   (render once, train elsewhere)
     gnesf-train segmenter --views data/seg_views --device cuda --batch-size 16 --loader-threads 4 --steps 20000 --max-minutes 7
+    gnesf-train mvs --out models/mvs_depth.pt --steps 4000 --max-minutes 60 [--resume]
 
 Add a subcommand by writing ``_add_<name>(subparsers)`` that sets ``func`` and listing it in
 ``SUBCOMMANDS``.
@@ -124,7 +125,30 @@ def _run_gnesf(args: argparse.Namespace) -> int:
     return main(args)
 
 
-SUBCOMMANDS = (_add_segmenter, _add_segmenter_views, _add_gnesf)
+def _add_mvs(sub) -> None:
+    p = sub.add_parser("mvs", help="train the multi-view stereo depth network (rgb mode, model.geometry: mvs)",
+                       description="Plane-sweep depth network on the frozen ImageNet EfficientNet-Lite0, supervised "
+                                   "with rendered depth of synthetic train scenes; resumable, stops after --max-minutes.")
+    p.add_argument("--out", default="models/mvs_depth.pt", help="weights file (default: %(default)s)")
+    p.add_argument("--steps", type=positive_int, default=4000, help="total optimiser steps, sets the lr schedule "
+                   "(default: %(default)s)")
+    p.add_argument("--max-minutes", type=positive_float, default=None, help="stop (and save) after this long")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>.state.pt")
+    p.set_defaults(func=_run_mvs)
+
+
+def _run_mvs(args: argparse.Namespace) -> int:
+    check_output_file(args.out, "--out")
+    from gnesf_ros.model.train_mvs import MvsTrainConfig, train
+
+    cfg = MvsTrainConfig(steps=args.steps, lr=args.lr, threads=args.threads)
+    print(json.dumps(train(cfg, args.out, resume=args.resume, max_minutes=args.max_minutes or 0.0)))
+    return 0
+
+
+SUBCOMMANDS = (_add_segmenter, _add_segmenter_views, _add_gnesf, _add_mvs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,14 @@ pose T_world_cam camera-to-world in the optical frame (x right, y down, z forwar
 z coordinate in the camera frame (metres), as depth sensors report it.
 Shading: procedural texture in each object's frame -> albedo; Lambert + Blinn-Phong from the
 lights of the room containing the surface point (no light leaks through walls), ambient term,
-sRGB gamma, vignetting and sensor noise.
+sRGB gamma, optional vignetting and sensor noise.
+
+``RenderStyle`` selects how camera-like the images are: ``CAMERA`` (default) has no vignette,
+fades procedural detail finer than ~2 pixel footprints (one ray per pixel would alias it) and adds
+mid-frequency detail to walls, floors and ceilings (roller unevenness, stains, skirting boards,
+sockets/switches); ``LEGACY`` reproduces the images of the first generator (before/after
+measurements); ``CAMERA_SS2`` additionally shades 2x2 rays per pixel (about 4x the cost).
+Geometry, labels and depth never depend on the style.
 """
 from __future__ import annotations
 
@@ -17,6 +24,35 @@ import open3d as o3d
 from gnesf_ros.data import synth_materials as sm
 
 MAX_DEPTH_M = 10.0
+NYU_WALL, NYU_FLOOR, NYU_CEILING = 1, 2, 22
+
+
+@dataclass(frozen=True)
+class RenderStyle:
+    """How the colour image is formed (never the geometry or labels).
+
+    vignette: linear-light falloff k in ``1 - k r^2`` (r = 1 at the mid-edges; 0 = off);
+    antialias: fade texture detail whose period is below ~2 pixel footprints;
+    wall_detail: mid-frequency detail on walls, floors and ceilings (unevenness, stains, skirting
+    boards, sockets/switches);
+    supersample: rays per pixel along each axis (box-filtered in linear light before gamma/noise);
+    full_shadows: one shadow ray per pixel (else per 2x2 block, whose edges snap to the grid);
+    auto_exposure: scale linear light by a per-scene exposure (fixed for the whole scan, like a
+    camera whose auto exposure locks at the start) so that bright walls do not clip to white.
+    """
+
+    vignette: float = 0.0
+    antialias: bool = True
+    wall_detail: bool = True
+    supersample: int = 1
+    auto_exposure: bool = True
+    full_shadows: bool = True
+
+
+LEGACY = RenderStyle(vignette=0.18, antialias=False, wall_detail=False, auto_exposure=False, full_shadows=False)
+CAMERA = RenderStyle()
+CAMERA_SS2 = RenderStyle(supersample=2)
+STYLES: dict[str, RenderStyle] = {"legacy": LEGACY, "camera": CAMERA, "camera_ss2": CAMERA_SS2}
 SHADOW_LIGHT = 0.25  # fraction of a light that reaches shadowed points (stands in for indirect light)
 
 
@@ -154,8 +190,44 @@ def _pack(tab: RenderTables) -> np.ndarray:
     return out
 
 
-def albedo_at(tab: RenderTables, mat: np.ndarray, p: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Textured albedo (3 x N float32) and emissive mask (N) at world points p (3 x N) with normals n (3 x N)."""
+def _fade(period_m: float | np.ndarray, footprint: np.ndarray | None) -> np.ndarray | float:
+    """Weight (0..1) of texture detail of ``period_m`` (metres) seen with pixel ``footprint``
+    (metres): 1 above 4 footprints, 0 below 2 (detail that one ray per pixel would alias is
+    replaced by its mean), linear between. ``footprint`` None: no fading (weight 1)."""
+    if footprint is None:
+        return 1.0
+    return np.clip(np.asarray(period_m, np.float32) / footprint * 0.5 - 1.0, 0.0, 1.0)
+
+
+def _line_cover(dist_m: np.ndarray, half_width_m: float, footprint: np.ndarray | None) -> np.ndarray:
+    """Share (0..1) of a pixel covered by a line of ``half_width_m`` at distance ``dist_m`` from
+    its centre (metres); a box filter of the pixel footprint when given, else a hard edge."""
+    if footprint is None:
+        return (dist_m < half_width_m).astype(np.float32)
+    lo, hi = dist_m - footprint * 0.5, dist_m + footprint * 0.5
+    overlap = np.clip(np.minimum(hi, half_width_m) - np.maximum(lo, -half_width_m), 0, None)
+    return (overlap / footprint).astype(np.float32)
+
+
+def _box_cover(a: np.ndarray, b: np.ndarray, half_a: float, half_b: float,
+               footprint: np.ndarray | None) -> np.ndarray:
+    """Share (0..1) of a pixel covered by the rectangle |a| <= half_a, |b| <= half_b (metres)."""
+    if footprint is None:
+        return ((np.abs(a) <= half_a) & (np.abs(b) <= half_b)).astype(np.float32)
+    fp = footprint
+    return (np.clip((half_a - np.abs(a)) / fp + 0.5, 0, 1) * np.clip((half_b - np.abs(b)) / fp + 0.5, 0, 1)
+            ).astype(np.float32)
+
+
+def albedo_at(tab: RenderTables, mat: np.ndarray, p: np.ndarray, n: np.ndarray,
+              footprint: np.ndarray | None = None, surface: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Textured albedo (3 x N float32, linear) and emissive mask (N) at world points p (3 x N,
+    metres) with unit normals n (3 x N, facing the camera).
+
+    footprint: pixel footprint on the surface (N, metres) to anti-alias texture detail (None: no
+    fading, one point sample as the legacy renderer); surface: NYU40 id per point (N) to add the
+    wall / floor / ceiling detail (None: none)."""
     g = np.take(tab.packed, mat, axis=1)  # 24 x N attributes of each point's material
     R = g[_R:_R + 9]
     q = np.stack([R[3 * i] * p[0] + R[3 * i + 1] * p[1] + R[3 * i + 2] * p[2] + g[_T + i] for i in range(3)])
@@ -173,17 +245,27 @@ def albedo_at(tab: RenderTables, mat: np.ndarray, p: np.ndarray, n: np.ndarray) 
     def pts(sel, scale, *cols):
         return np.stack([col[sel] for col in cols], 1) / scale
 
+    def fp(sel):
+        return None if footprint is None else footprint[sel]
+
+    def faded(x, mean, period, sel):
+        """x where its period is resolved, its mean where it would alias."""
+        if footprint is None:
+            return x  # bit-exact legacy images
+        return mean + _fade(period, fp(sel)) * (x - mean)
+
     sel = np.flatnonzero(kind == sm.PLAIN)
     if len(sel):
-        m[sel] = c[sel] * value_noise(pts(sel, 0.25, q[0], q[1], q[2]), seed[sel])
+        m[sel] = c[sel] * faded(value_noise(pts(sel, 0.25, q[0], q[1], q[2]), seed[sel]), 0.5, 0.25, sel)
     sel = np.flatnonzero(kind == sm.STONE)
     if len(sel):
         qs = pts(sel, s[sel, None], q[0], q[1], q[2])
-        m[sel] = c[sel] * value_noise(qs, seed[sel])
+        m[sel] = c[sel] * faded(value_noise(qs, seed[sel]), 0.5, s[sel], sel)
         fine = c[sel] > 0.2
         if fine.any():
             sf = sel[fine]
-            m[sf] = 0.6 * m[sf] + 0.4 * c[sf] * value_noise(qs[fine] * 3.1, seed[sf] + 7)
+            m[sf] = 0.6 * m[sf] + 0.4 * c[sf] * faded(value_noise(qs[fine] * 3.1, seed[sf] + 7), 0.5,
+                                                       s[sf] / 3.1, sf)
     sel = np.flatnonzero((kind == sm.WOOD) | (kind == sm.PLANKS))
     if len(sel):
         planks = kind[sel] == sm.PLANKS
@@ -194,28 +276,33 @@ def albedo_at(tab: RenderTables, mat: np.ndarray, p: np.ndarray, n: np.ndarray) 
         grain = np.where(planks, 0.008, s[sel])
         warp = value_noise(np.stack([along * 1.5, vs * 12, zs * 3], 1), seed[sel]) * 2.5
         ring = 0.5 + 0.5 * np.sin(2 * np.pi * ((vs + 0.3 * zs) / grain / 6 + warp))
-        m[sel] = c[sel] * ring * ring
-        joint = planks & ((np.abs(vs / width - np.round(vs / width)) * width < 0.003)
-                          | (np.abs(along / 1.2 - np.round(along / 1.2)) * 1.2 < 0.003))
-        tint[sel] = np.where(planks, 0.85 + 0.3 * _hash(row, 1, 0, seed[sel]), 1.0) * np.where(joint, 0.45, 1.0)
+        # ring^2 has its first harmonic at half the ring period; its mean is 0.375
+        m[sel] = c[sel] * faded(ring * ring, 0.375, grain * 3, sel)
+        f_sel = fp(sel)
+        joint = np.maximum(_line_cover(np.abs(vs / width - np.round(vs / width)) * width, 0.003, f_sel),
+                           _line_cover(np.abs(along / 1.2 - np.round(along / 1.2)) * 1.2, 0.003, f_sel))
+        joint = np.where(planks, joint, 0.0)
+        tint[sel] = np.where(planks, 0.85 + 0.3 * _hash(row, 1, 0, seed[sel]), 1.0) * (1.0 - 0.55 * joint)
     sel = np.flatnonzero(kind == sm.TILES)
     if len(sel):
         us, vs = u[sel] / s[sel], v[sel] / s[sel]
         fu, fv = us - np.floor(us), vs - np.floor(vs)
-        grout = np.minimum(np.minimum(fu, 1 - fu), np.minimum(fv, 1 - fv)) * s[sel] < 0.004
+        grout = _line_cover(np.minimum(np.minimum(fu, 1 - fu), np.minimum(fv, 1 - fv)) * s[sel], 0.004, fp(sel))
         tile = _hash(np.floor(us).astype(np.int64), np.floor(vs).astype(np.int64), 0, seed[sel])
-        m[sel] = np.where(grout, 1.0, c[sel] * 0.3 * tile)
+        m[sel] = grout + (1 - grout) * c[sel] * 0.3 * tile
     sel = np.flatnonzero(kind == sm.FABRIC)
     if len(sel):
         weave = 0.5 + 0.5 * np.sin(2 * np.pi * u[sel] / s[sel]) * np.sin(2 * np.pi * v[sel] / s[sel])
-        mott = value_noise(pts(sel, 0.15, q[0], q[1], q[2]), seed[sel])
+        weave = faded(weave, 0.5, s[sel] / np.sqrt(2), sel)  # sin*sin: diagonal period s / sqrt(2)
+        mott = faded(value_noise(pts(sel, 0.15, q[0], q[1], q[2]), seed[sel]), 0.5, 0.15, sel)
         m[sel] = c[sel] * (0.5 * weave + 0.5 * mott)
     sel = np.flatnonzero(kind == sm.PICTURE)
     if len(sel):  # blobs, stripes and blocks: a different "image" per seed
         us, vs, sd = u[sel] / s[sel], v[sel] / s[sel], seed[sel]
         qs = np.stack([us, vs, np.zeros(len(sel), np.float32)], 1)
         blobs = np.clip((value_noise(qs, sd) - 0.5) * 3 + 0.5, 0, 1)
-        stripes = (np.sin(2 * np.pi * (us * 1.7 + 0.6 * vs)) > 0).astype(np.float32)
+        stripes = faded((np.sin(2 * np.pi * (us * 1.7 + 0.6 * vs)) > 0).astype(np.float32), 0.5,
+                        s[sel] / 1.8, sel)
         blocks = _hash(np.floor(us * 0.8).astype(np.int64), np.floor(vs * 1.3).astype(np.int64), 0, sd)
         style = sd % 3
         m[sel] = np.where(style == 0, blobs, np.where(style == 1, 0.7 * stripes + 0.3 * blobs, blocks))
@@ -226,12 +313,98 @@ def albedo_at(tab: RenderTables, mat: np.ndarray, p: np.ndarray, n: np.ndarray) 
         qs = pts(sel, 1.0, q[0] * 2, q[1] * 2, q[2] * 6)
         m[sel] = np.clip(0.5 + 0.5 * value_noise(qs, seed[sel]) - 0.25 * q[2][sel], 0, 1)
     col = (g[_A1:_A1 + 3] * (1 - m) + g[_A2:_A2 + 3] * m) * tint
+    if surface is not None:
+        room = np.flatnonzero((surface == NYU_WALL) | (surface == NYU_FLOOR) | (surface == NYU_CEILING))
+        if len(room):
+            col[:, room] = _room_detail(col[:, room], p[:, room], n[:, room], surface[room], seed[room],
+                                        fp(room))
     return np.clip(col, 0, 1), emissive
 
 
+# Wall / floor / ceiling detail. Amplitudes are linear-albedo factors; real painted plaster shows a
+# few % of roller / trowel unevenness at 2-10 cm, which is what lets stereo lock onto walls.
+_UNEVEN_AMP = 0.08  # x (sum of three centred value-noise octaves, std 0.32) -> 2.6 % std, +-6 % at 1/99 %
+_SKIRT_H_M = 0.08
+_PLATE_HALF_M = 0.04  # sockets and switches: 8 x 8 cm plates
+_SOCKET_Z_M, _SWITCH_Z_M = 0.30, 1.05
+_OUTLET_CELL_M = 1.7  # at most one socket or switch per 1.7 m of wall
+
+
+def _room_detail(col: np.ndarray, p: np.ndarray, n: np.ndarray, surface: np.ndarray, seed: np.ndarray,
+                 footprint: np.ndarray | None) -> np.ndarray:
+    """Albedo (3 x N, linear) of wall / floor / ceiling points with mid-frequency detail added.
+
+    p: world points (3 x N, metres, z up with the floor at z = 0); n: unit normals (3 x N) facing
+    the camera; surface: NYU40 id per point; seed: material seed (every pattern is derived from it
+    by offsets, so no random draws are added to scene generation)."""
+    out = col.copy()
+    ps = p.T  # N x 3 world metres
+    # plaster / roller unevenness (walls, ceilings) or wear (floors): octaves at 2.5, 4.5 and 8 cm.
+    # The noise lattice repeats every 64 cells (1.6, 2.9, 5.1 m); incommensurate octaves keep the
+    # sum from repeating within a room (repeated texture would give stereo false matches).
+    uneven = sum(_fade(cell, footprint) * (value_noise(ps / cell, seed + off) - 0.5)
+                 for cell, off in ((0.025, 101), (0.045, 151), (0.08, 211)))
+    amp = np.where(surface == NYU_FLOOR, 1.2 * _UNEVEN_AMP, _UNEVEN_AMP)
+    out *= 1.0 + amp * uneven
+    # stains / smudges: sparse blotches of low-frequency noise, slightly yellowish (less blue)
+    blot = value_noise(ps / 0.35, seed + 307)
+    smudge = value_noise(ps / 0.12, seed + 401)
+    stain = (np.clip((blot - 0.68) / 0.12, 0, 1) * 0.08
+             + np.clip((smudge - 0.72) / 0.1, 0, 1) * 0.06 * _fade(0.12, footprint))
+    out *= 1.0 - stain * np.array([0.8, 1.0, 1.3], np.float32)[:, None]
+    wall = np.flatnonzero(surface == NYU_WALL)
+    if len(wall):
+        out[:, wall] = _wall_fixtures(out[:, wall], ps[wall], n[:, wall], seed[wall],
+                                      None if footprint is None else footprint[wall])
+    return out
+
+
+def _wall_fixtures(col: np.ndarray, p: np.ndarray, n: np.ndarray, seed: np.ndarray,
+                   footprint: np.ndarray | None) -> np.ndarray:
+    """Skirting board (bottom ~8 cm) and sockets / switches on walls (col 3 x N linear, p N x 3
+    world metres, n 3 x N unit normals)."""
+    z = p[:, 2]
+    # skirting colour per wall material: white, dark grey or brown (hash of the material seed)
+    pick = _hash(seed, 3, 5, seed + 17)
+    skirt = np.where(pick < 0.5, 0.85, np.where(pick < 0.75, 0.22, 0.35)).astype(np.float32)
+    skirt_rgb = np.stack([skirt, skirt * np.where(pick >= 0.75, 0.75, 1.0),
+                          skirt * np.where(pick >= 0.75, 0.55, 1.0)])
+    height = _SKIRT_H_M * (0.9 + 0.4 * _hash(seed, 9, 1, seed))
+    cover = _line_cover(np.abs(z - height * 0.5), height * 0.5, footprint)
+    col = col * (1 - cover) + skirt_rgb * cover
+    # along-wall coordinate (metres): horizontal tangent of the wall
+    t = np.stack([-n[1], n[0]])
+    t /= np.maximum(np.sqrt((t * t).sum(0)), 1e-6)
+    a = t[0] * p[:, 0] + t[1] * p[:, 1]
+    cell = np.floor(a / _OUTLET_CELL_M).astype(np.int64)
+    what = _hash(cell, 11, 3, seed)  # < 0.45 socket, < 0.7 switch, else nothing
+    centre = (cell + 0.25 + 0.5 * _hash(cell, 13, 7, seed)) * _OUTLET_CELL_M
+    zc = np.where(what < 0.45, _SOCKET_Z_M, _SWITCH_Z_M)
+    da, dz = a - centre, z - zc
+    present = (what < 0.7).astype(np.float32)
+    plate = _box_cover(da, dz, _PLATE_HALF_M, _PLATE_HALF_M, footprint) * present
+    rim = np.clip(_box_cover(da, dz, _PLATE_HALF_M + 0.004, _PLATE_HALF_M + 0.004, footprint) * present - plate,
+                  0, 1)  # contact shadow around the plate
+    inner = np.where(what < 0.45, _box_cover(da, dz, 0.018, 0.018, footprint),  # socket face
+                     _box_cover(da, dz, 0.013, 0.022, footprint)) * present  # rocker
+    plate_rgb = 0.9 - 0.25 * inner
+    col = col * (1 - plate) * (1 - 0.35 * rim) + plate * plate_rgb
+    return col
+
+
 def shade(tab: RenderTables, rays, depth, tri, normals, noise_seed: int | None = 0,
-          occluder: o3d.t.geometry.RaycastingScene | None = None) -> np.ndarray:
-    """H x W x 3 uint8 colour image of a raycast; with ``occluder`` (the scene) lights cast shadows."""
+          occluder: o3d.t.geometry.RaycastingScene | None = None, style: RenderStyle = CAMERA) -> np.ndarray:
+    """H x W x 3 uint8 colour image of a raycast; with ``occluder`` (the scene) lights cast shadows.
+
+    One ray per pixel (``style.supersample`` is handled by the caller, see ``shade_linear`` and
+    ``finish``)."""
+    return finish(shade_linear(tab, rays, depth, tri, normals, occluder, style), noise_seed, style)
+
+
+def shade_linear(tab: RenderTables, rays, depth, tri, normals,
+                 occluder: o3d.t.geometry.RaycastingScene | None = None, style: RenderStyle = CAMERA) -> np.ndarray:
+    """H x W x 3 float32 linear-light radiance (about 0..1) of a raycast (rays H x W x 6 with
+    direction z_cam = 1, depth H x W metres, tri H x W, normals H x W x 3 world)."""
     h, w = depth.shape
     img = np.zeros((3, h * w), np.float32)
     idx = np.flatnonzero(tri.reshape(-1) >= 0)
@@ -242,8 +415,15 @@ def shade(tab: RenderTables, rays, depth, tri, normals, noise_seed: int | None =
         p = o[:, None] + d * t
         n = np.ascontiguousarray(normals.reshape(-1, 3)[idx].T)
         n *= np.where((n * d).sum(0) > 0, -1.0, 1.0).astype(np.float32)
-        mat = tab.part_mat[tab.tri_part[tri.reshape(-1)[idx]]]
-        alb, emissive = albedo_at(tab, mat, p, n)
+        part = tab.tri_part[tri.reshape(-1)[idx]]
+        mat = tab.part_mat[part]
+        footprint = None
+        if style.antialias:
+            # pixel footprint on the surface (metres): z / (f cos theta); grazing angles capped
+            cos = np.abs((n * d).sum(0)) / np.sqrt((d * d).sum(0))
+            footprint = (t / (_focal_px(rays) * np.maximum(cos, 0.05))).astype(np.float32)
+        surface = tab.part_nyu40[part] if style.wall_detail else None
+        alb, emissive = albedo_at(tab, mat, p, n, footprint, surface)
         # room of each point (layout frame), so lights do not shine through walls
         A = tab.T_layout_world.astype(np.float32)
         lx = A[0, 0] * p[0] + A[0, 1] * p[1] + A[0, 2] * p[2] + A[0, 3]
@@ -263,7 +443,7 @@ def shade(tab: RenderTables, rays, depth, tri, normals, noise_seed: int | None =
             in_room = room == lr
             att = in_room / (1.0 + d2 / 6.25)
             if occluder is not None:
-                att *= _shadow(occluder, p, n, lp, in_room, idx, h, w)
+                att *= _shadow(occluder, p, n, lp, in_room, idx, h, w, 1 if style.full_shadows else 2)
             light += att * np.clip((n * L).sum(0), 0, None)
             hv = L + view
             ndh = np.clip((n * hv).sum(0) / np.sqrt((hv * hv).sum(0) + 1e-12), 0, None)
@@ -273,8 +453,36 @@ def shade(tab: RenderTables, rays, depth, tri, normals, noise_seed: int | None =
             spec += att * ks * ndh * ndh * ndh * ndh * ndh  # ^40
         col = alb * (light * 0.55) * tab.light_rgb[:, None] + spec * 0.5
         img[:, idx] = np.where(emissive, alb, col)
-    img = img.T.reshape(h, w, 3)
-    img *= _vignette(h, w)[..., None]
+    return img.T.reshape(h, w, 3)
+
+
+def _focal_px(rays: np.ndarray) -> float:
+    """Horizontal focal length (pixels) of a ray grid H x W x 6 whose directions have z_cam = 1:
+    neighbouring directions differ by 1 / f."""
+    if rays.shape[1] < 2:
+        return 500.0  # one-pixel-wide image: any plausible value
+    return 1.0 / max(float(np.linalg.norm(rays[0, 1, 3:] - rays[0, 0, 3:])), 1e-9)
+
+
+def downsample(img: np.ndarray, k: int) -> np.ndarray:
+    """Box-filter a (k H) x (k W) x C linear image to H x W x C (supersampling)."""
+    if k == 1:
+        return img
+    h, w = img.shape[0] // k, img.shape[1] // k
+    return img[:h * k, :w * k].reshape(h, k, w, k, -1).mean((1, 3), dtype=np.float32)
+
+
+def finish(img: np.ndarray, noise_seed: int | None, style: RenderStyle = CAMERA,
+           exposure: float = 1.0) -> np.ndarray:
+    """Sensor model: linear H x W x 3 radiance x ``exposure`` -> uint8 sRGB with optional
+    vignetting and Gaussian noise (sigma 2 DN after gamma; ``noise_seed`` None: noise-free). Use
+    one seed per frame: the same seed in every view is noise fixed to the image, which fakes
+    multi-view consistency."""
+    h, w = img.shape[:2]
+    if exposure != 1.0:
+        img = img * np.float32(exposure)
+    if style.vignette:
+        img = img * _vignette(h, w, style.vignette)[..., None]
     code = (np.clip(img, 0, 1) * (len(_SRGB) - 1)).astype(np.int32)
     if noise_seed is None:
         return _SRGB[code].astype(np.uint8)
@@ -285,12 +493,23 @@ def shade(tab: RenderTables, rays, depth, tri, normals, noise_seed: int | None =
 _SRGB = np.round(255 * np.linspace(0, 1, 4096, dtype=np.float32) ** (1 / 2.2)).astype(np.float32)  # gamma LUT
 
 
-def _shadow(occluder, p, n, lp, in_room, idx, h, w) -> np.ndarray:
+def _shadow(occluder, p, n, lp, in_room, idx, h, w, step: int = 2) -> np.ndarray:
     """Light factor (N) per hit point: SHADOW_LIGHT where the segment to the light is blocked.
 
-    Shadow rays are cast from every second pixel in x and y (a quarter of the rays) and spread to
-    the 2x2 block: shadow edges are 2 px coarse, which is invisible at 640x480 and 4x cheaper."""
+    step 2: shadow rays are cast from every second pixel in x and y (a quarter of the rays) and
+    spread to the 2x2 block: 4x cheaper, but shadow edges are 2 px coarse and snap to the pixel
+    grid, so they do not move consistently between views (a false photometric cue); step 1: one
+    shadow ray per pixel."""
     rows, cols = idx // w, idx % w
+    if step == 1:
+        sel = np.flatnonzero(in_room)
+        rays = np.empty((len(sel), 6), np.float32)
+        rays[:, :3] = (p[:, sel] + n[:, sel] * 0.003).T
+        rays[:, 3:] = (lp[:, None] - p[:, sel]).T
+        occ = occluder.test_occlusions(o3d.core.Tensor(rays), tnear=0.0, tfar=0.995).numpy()
+        out = np.ones(len(idx), np.float32)
+        out[sel[occ.astype(bool)]] = SHADOW_LIGHT
+        return out
     sample = (rows % 2 == 0) & (cols % 2 == 0) & in_room
     sel = np.flatnonzero(sample)
     rays = np.empty((len(sel), 6), np.float32)
@@ -303,7 +522,27 @@ def _shadow(occluder, p, n, lp, in_room, idx, h, w) -> np.ndarray:
     return np.where(blocked, SHADOW_LIGHT, 1.0).astype(np.float32)
 
 
-def _vignette(h: int, w: int) -> np.ndarray:
+EXPOSURE_TARGET = 0.85  # linear level the 95th percentile of the probe views is exposed to
+EXPOSURE_RANGE = (0.4, 1.5)
+
+
+def probe_exposure(tab: RenderTables, scene: o3d.t.geometry.RaycastingScene,
+                   poses: list[np.ndarray], K: np.ndarray, size: tuple[int, int]) -> float:
+    """Per-scene exposure: EXPOSURE_TARGET over the 95th percentile of the brightest channel of
+    small linear probe renders (poses camera-to-world, K pixels for ``size``), clipped to
+    EXPOSURE_RANGE. Deterministic (no random draws)."""
+    vals = []
+    for T in poses:
+        rays, depth, tri, normals = raycast(scene, T, K, size)
+        vals.append(shade_linear(tab, rays, depth, tri, normals, scene, CAMERA).max(-1).ravel())
+    level = float(np.quantile(np.concatenate(vals), 0.95)) if vals else EXPOSURE_TARGET
+    return float(np.clip(EXPOSURE_TARGET / max(level, 1e-6), *EXPOSURE_RANGE))
+
+
+def _vignette(h: int, w: int, strength: float = 0.18) -> np.ndarray:
+    """Linear-light falloff 1 - strength r^2 (r = 1 at the mid-edges). Real lenses vignette, but a
+    per-pixel gain breaks brightness constancy between views (DESIGN.md: it dominated the warp
+    error), so the default style leaves it out."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     r2 = ((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2
-    return 1.0 - 0.18 * r2
+    return 1.0 - strength * r2

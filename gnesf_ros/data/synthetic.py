@@ -1,7 +1,7 @@
 """Procedural synthetic indoor scenes written in ScanNet's layout (the project's stand-in for ScanNet).
 
     scene = build_scene(seed=3, rooms=1)                  # rooms, furniture, materials, lights
-    rgb, depth, nyu40 = scene.render(T_world_cam, K, (480, 640))
+    rgb, depth, nyu40 = scene.render(T_world_cam, K, (480, 640))  # style=synth_render.CAMERA (default)
     poses = camera_path(scene, frames=300, seed=3)       # 30 Hz handheld-like scan
     mesh = scene.gt_mesh()                               # dense labelled GT mesh (edges <= 3 cm)
     generate_scene("data/synth", seed=3)                 # scene0003_00/ in ScanNet's exported layout
@@ -21,6 +21,7 @@ import tempfile
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ GT_MAX_EDGE_M = 0.03
 DEPTH_SIZE = (480, 640)  # ScanNet's depth resolution (height, width)
 
 __all__ = ["SEED_RANGES", "NYU40_PALETTE", "LABEL_TSV", "SyntheticScene", "build_scene", "camera_path",
-           "default_intrinsics", "generate_scene", "scene_name"]
+           "default_intrinsics", "frame_noise_seed", "generate_scene", "scene_name"]
 
 
 def default_intrinsics(size: tuple[int, int]) -> np.ndarray:
@@ -130,12 +131,40 @@ class SyntheticScene:
         return out
 
     def render_full(self, T_world_cam: np.ndarray, K: np.ndarray, size: tuple[int, int],
-                    noise_seed: int | None = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                    noise_seed: int | None = 0, style: sr.RenderStyle = sr.CAMERA
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Like :meth:`render`, plus the ScanNet raw id image (HxW uint16, 0 = no hit)."""
-        rays, depth, tri, normals = sr.raycast(self._rc, np.asarray(T_world_cam, float), np.asarray(K, float), size)
+        T_world_cam, K = np.asarray(T_world_cam, float), np.asarray(K, float)
+        rays, depth, tri, normals = sr.raycast(self._rc, T_world_cam, K, size)
         nyu, raw = self._labels(tri)
-        rgb = sr.shade(self._tables, rays, depth, tri, normals, noise_seed, occluder=self._rc)
+        k = int(style.supersample)
+        if k <= 1:
+            lin = sr.shade_linear(self._tables, rays, depth, tri, normals, self._rc, style)
+        else:
+            # k x k rays per pixel; depth and labels stay those of the pixel centre ray (GT unchanged)
+            fine = (size[0] * k, size[1] * k)
+            rays_f, depth_f, tri_f, normals_f = sr.raycast(self._rc, T_world_cam, _supersampled_K(K, k), fine)
+            lin = sr.downsample(sr.shade_linear(self._tables, rays_f, depth_f, tri_f, normals_f, self._rc, style), k)
+        rgb = sr.finish(lin, noise_seed, style, self.exposure if style.auto_exposure else 1.0)
         return rgb, depth, nyu, raw
+
+    @cached_property
+    def exposure(self) -> float:
+        """Linear-light exposure of the CAMERA style, fixed per scene (a camera whose auto exposure
+        locks at the start of the scan: constant over frames, so brightness constancy holds).
+        Measured on 32x24 probe views from each room centre at 1.4 m looking level in 4 directions."""
+        size = (24, 32)
+        poses = []
+        for r in self.rooms:
+            c = self.layout_to_world(np.array([[(r.x0 + r.x1) / 2, (r.y0 + r.y1) / 2, 0.0]]))[0]
+            for k in range(4):
+                a = np.pi / 2 * k
+                fwd, right = np.array([np.cos(a), np.sin(a), 0.0]), np.array([np.sin(a), -np.cos(a), 0.0])
+                T = np.eye(4)
+                T[:3, :3] = np.stack([right, np.cross(fwd, right), fwd], 1)  # optical: x right, y down, z fwd
+                T[:3, 3] = [c[0], c[1], 1.4]
+                poses.append(T)
+        return sr.probe_exposure(self._tables, self._rc, poses, default_intrinsics(size), size)
 
     def render_geometry(self, T_world_cam: np.ndarray, K: np.ndarray,
                         size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -150,15 +179,18 @@ class SyntheticScene:
         return nyu, raw
 
     def render(self, T_world_cam: np.ndarray, K: np.ndarray, size: tuple[int, int],
-               noise_seed: int | None = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               noise_seed: int | None = 0, style: sr.RenderStyle = sr.CAMERA
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Render one view.
 
         T_world_cam: 4x4 camera-to-world (optical frame); K: 3x3 pixels for ``size`` = (height, width);
-        noise_seed: seed of the sensor noise (None: no noise).
+        noise_seed: seed of the sensor noise (None: no noise); give every frame its own seed
+        (:func:`frame_noise_seed`), equal seeds put the same noise pattern in every view;
+        style: colour image formation (``synth_render.CAMERA`` default, ``LEGACY`` for the old images).
         Returns rgb HxWx3 uint8, depth HxW float32 metres (0 = no hit / beyond 10 m), nyu40 HxW uint8
         (0 = unannotated).
         """
-        rgb, depth, nyu, _ = self.render_full(T_world_cam, K, size, noise_seed)
+        rgb, depth, nyu, _ = self.render_full(T_world_cam, K, size, noise_seed, style)
         return rgb, depth, nyu
 
     def gt_mesh(self, max_edge_m: float = GT_MAX_EDGE_M) -> LabeledMesh:
@@ -169,6 +201,20 @@ class SyntheticScene:
         labels = self._tables.part_nyu40[vpart].astype(np.int32)
         return LabeledMesh(vertices=verts.astype(np.float32), faces=faces.astype(np.int32),
                            colors=NYU40_PALETTE[labels], labels=labels)
+
+
+def _supersampled_K(K: np.ndarray, k: int) -> np.ndarray:
+    """Intrinsics of the k-times finer image whose k x k pixel blocks average to the pixels of K
+    (pixel centres at integers: coarse pixel u covers fine centres k u .. k u + k - 1)."""
+    Kf = np.array(K, float)
+    Kf[:2] *= k
+    Kf[:2, 2] += (k - 1) / 2.0
+    return Kf
+
+
+def frame_noise_seed(scene_seed: int, frame: int) -> int:
+    """Sensor-noise seed of frame ``frame`` of scene ``scene_seed`` (distinct per frame)."""
+    return int(scene_seed) * 100003 + int(frame)
 
 
 def build_scene(seed: int, rooms: int = 1) -> SyntheticScene:
@@ -252,7 +298,7 @@ def _write_scene(scene_dir: Path, name: str, scene: SyntheticScene, poses: np.nd
     same = tuple(size) == depth_size
 
     def render(i: int):
-        rgb, depth, _, raw = scene.render_full(poses[i], K_color, size, noise_seed=seed * 100003 + i)
+        rgb, depth, _, raw = scene.render_full(poses[i], K_color, size, noise_seed=frame_noise_seed(seed, i))
         if not same:
             depth = scene.render_geometry(poses[i], K_depth, depth_size)[0]
         return rgb, depth, raw

@@ -131,11 +131,13 @@ class SemanticVoxelMap:
         self._enforce_cap()
         return U
 
-    def integrate_depth(self, frame: Frame, probs: np.ndarray | None = None) -> int:
+    def integrate_depth(self, frame: Frame, probs: np.ndarray | None = None,
+                        weight: np.ndarray | None = None) -> int:
         """Projective TSDF integration of ``frame.depth`` (HxW metres, 0 invalid) plus label
-        fusion of ``probs`` (HxWxC at the depth size, or None for geometry only). Returns the
-        number of voxels updated; frames without valid depth or with a bad pose are counted
-        and skipped."""
+        fusion of ``probs`` (HxWxC at the depth size, or None for geometry only). ``weight``
+        (HxW, >= 0; None = 1 everywhere) scales each pixel's SDF observation, e.g. the confidence
+        of a predicted depth map; pixels of weight 0 are skipped. Returns the number of voxels
+        updated; frames without valid depth or with a bad pose are counted and skipped."""
         depth = frame.depth
         if depth is None:
             self.counters["frames_skipped_no_depth"] += 1
@@ -147,6 +149,11 @@ class SemanticVoxelMap:
             return 0
         depth = np.asarray(depth, np.float32)
         valid = tsdf.valid_depth_mask(depth, self.cfg.min_ray_m, self.cfg.max_ray_m)
+        if weight is not None:
+            weight = np.asarray(weight, np.float32)
+            if weight.shape != depth.shape:
+                raise GnesfError(f"depth weights {weight.shape} do not match the depth image {depth.shape}")
+            valid &= weight > 0
         if not valid.any():
             self.counters["frames_skipped_no_depth"] += 1
             return 0
@@ -181,7 +188,8 @@ class SemanticVoxelMap:
                 sem = (("average", P[pix], sem_image[pix]) if self.cfg.fusion == "average"
                        else ("labels", sem_image[pix], None))
             # Voxels are unique within one frame: no aggregation needed.
-            self._apply(flat, np.ones(flat.size, np.float32), np.minimum(sdf[upd], np.float32(self.trunc_m)), sem)
+            w = np.ones(flat.size, np.float32) if weight is None else weight.reshape(-1)[pix]
+            self._apply(flat, w, w * np.minimum(sdf[upd], np.float32(self.trunc_m)), sem)
             fused += flat.size
         self.counters["frames_integrated"] += 1
         self._enforce_cap()

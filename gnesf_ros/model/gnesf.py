@@ -20,7 +20,7 @@ from torch import nn
 
 from gnesf_ros.config import ModelConfig
 from gnesf_ros.errors import DataError, ModelError
-from gnesf_ros.model.feature2d import FeatureFPN
+from gnesf_ros.model.feature2d import build_feature_net
 from gnesf_ros.model.fields import SdfField
 from gnesf_ros.model.geometry_net import FACTOR, GeometryNet, GeometryOutput, LevelOutput
 from gnesf_ros.model.heads import DirectHead
@@ -33,7 +33,8 @@ from gnesf_ros.types import Fragment, FragmentResult, Frame
 log = logging.getLogger(__name__)
 
 ARCH_FIELDS = ("voxel_size_m", "volume_size_vox", "trunc_vox", "feat_channels", "geo_channels", "sparse_convs",
-               "vote_hidden", "occ_band_vox")
+               "vote_hidden", "occ_band_vox", "backbone")
+STRICT_ARCH = {"backbone": "small"}  # must equal the config (not taken from the checkpoint); value when absent
 CHECKPOINT_VERSION = 1
 WITH_VISIBILITY = ("prob_vis", MEAN)  # voting variants that drop occluded views
 
@@ -92,14 +93,15 @@ class GNeSF(nn.Module):
     """GNeSF on a CPU budget: FPN features, dense 16/8 cm + sparse 4 cm geometry, four semantic heads
     (``direct``, ``logit``, ``prob``, ``prob_vis`` voting) sharing the geometry backbone."""
 
-    def __init__(self, cfg: ModelConfig | None = None, num_classes: int = 20):
+    def __init__(self, cfg: ModelConfig | None = None, num_classes: int = 20, pretrained: bool = True):
+        """``pretrained``: initialise a pretrained 2D backbone from its package (False when weights follow)."""
         super().__init__()
         self.cfg = cfg = cfg or ModelConfig()
         if cfg.volume_size_vox % 4:
             raise ModelError(f"model.volume_size_vox must be divisible by 4, got {cfg.volume_size_vox}")
         self.num_classes = num_classes
         fc, gc = tuple(cfg.feat_channels), tuple(cfg.geo_channels)
-        self.features = FeatureFPN(out_channels=fc)
+        self.features = build_feature_net(cfg.backbone, fc, pretrained)
         self.geometry = GeometryNet(fc, gc, cfg.occ_threshold, cfg.min_views, cfg.sparse_convs, cfg.max_fine_voxels,
                                     cfg.fine_keep_tsdf_band)
         view_c = fc[2] + 3 + num_classes
@@ -354,11 +356,17 @@ class GNeSF(nn.Module):
         if not isinstance(ckpt, dict) or "model" not in ckpt or "arch" not in ckpt:
             raise ModelError(f"{path} is not a GNeSF checkpoint (no 'model'/'arch' entries)")
         cfg = dataclasses.replace(cfg or ModelConfig())
+        for k, absent in STRICT_ARCH.items():
+            found = ckpt["arch"].get(k, absent)
+            if found != getattr(cfg, k):
+                raise ModelError(f"{path} was trained with model.{k} = {found}"
+                                 f"{'' if k in ckpt['arch'] else ' (checkpoint predates the field)'}, but the config "
+                                 f"asks for {getattr(cfg, k)}: set model.{k}: {found} or use matching weights")
         for k, v in ckpt["arch"].items():
-            if k in ARCH_FIELDS and _plain(getattr(cfg, k)) != v:
+            if k in ARCH_FIELDS and k not in STRICT_ARCH and _plain(getattr(cfg, k)) != v:
                 log.info("model.%s = %s taken from the checkpoint (config had %s)", k, v, getattr(cfg, k))
                 setattr(cfg, k, tuple(v) if isinstance(v, list) else v)
-        model = cls(cfg, int(ckpt["num_classes"]))
+        model = cls(cfg, int(ckpt["num_classes"]), pretrained=False)
         try:
             model.load_state_dict(ckpt["model"])
         except RuntimeError as e:
