@@ -11,7 +11,7 @@ def tree(src: str) -> list[tuple[str, list[str]]]:
     """data_files entries that keep src/'s folder structure under share/<package>/src/."""
     out = []
     for folder, _, files in os.walk(src):
-        keep = [os.path.join(folder, f) for f in files if f != "train_state.pt"]
+        keep = [os.path.join(folder, f) for f in files if f != "train_state.pt" and not f.endswith(".state.pt")]
         if keep:
             out.append((os.path.join("share", package_name, folder), keep))
     return out

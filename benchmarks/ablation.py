@@ -192,7 +192,8 @@ def evaluate(args) -> dict:
         from gnesf_ros.model.mvs import MvsDepthEstimator
         from gnesf_ros.model.train_mvs import load_depth_net
 
-        estimator = MvsDepthEstimator(load_depth_net(args.mvs_weights), ModelConfig().mvs_sources)
+        estimator = MvsDepthEstimator(load_depth_net(args.mvs_weights), ModelConfig().mvs_sources,
+                                      refine_steps=ModelConfig().mvs_refine_steps)
     runs = [r for r in RUNS if not args.only or any(o in r[0] for o in args.only)]
     oracle = NoisyOracleSegmenter(ORACLE_MIOU, seed=MapperConfig().segmenter.oracle_seed, class_table=table)
     acc2d = {name: ConfusionAccumulator(table.num_classes, table.names) for name, _, _ in RUNS}

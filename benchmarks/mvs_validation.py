@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ablation import render_test_scene, run_mapper  # noqa: E402
 
 from gnesf_ros.classes import default_class_table  # noqa: E402
+from gnesf_ros.config import ModelConfig  # noqa: E402
 from gnesf_ros.eval.metrics import evaluate_meshes  # noqa: E402
 from gnesf_ros.model.mvs import MvsDepthEstimator  # noqa: E402
 from gnesf_ros.model.train_mvs import load_depth_net  # noqa: E402
@@ -48,7 +49,8 @@ def main() -> None:
     ap.add_argument("--min-confidence", type=float, nargs="+", default=[0.2])
     ap.add_argument("--agreement", type=float, nargs="+", default=[0.05], help="model.mvs_agreement values")
     ap.add_argument("--unverified-weight", type=float, default=0.5)
-    ap.add_argument("--sources", type=int, default=2)
+    ap.add_argument("--sources", type=int, default=ModelConfig.mvs_sources)
+    ap.add_argument("--refine-steps", type=int, default=ModelConfig.mvs_refine_steps)
     ap.add_argument("--out", default=str(RESULTS / "mvs_validation.json"))
     args = ap.parse_args()
     if any(not 1000 <= s < 2000 for s in args.seeds):
@@ -61,7 +63,7 @@ def main() -> None:
     scenes = [render_test_scene(s, args.frames, 0) for s in args.seeds]
     rows = []
     for w in sorted(args.weights, key=_step):
-        est = MvsDepthEstimator(load_depth_net(w), args.sources)
+        est = MvsDepthEstimator(load_depth_net(w), args.sources, refine_steps=args.refine_steps)
         for thr, agree in itertools.product(args.min_confidence, args.agreement):
             per = []
             for sc in scenes:

@@ -61,6 +61,7 @@ class ModelConfig:
     geometry: str = "mvs"  # rgb mode geometry: mvs (plane-sweep depth of each keyframe from earlier keyframes, TSDF-fused) | volume (GNeSF coarse-to-fine feature volume, NeuralRecon style; weak weights)
     mvs_weights: str = "models/mvs_depth.pt"  # MVS depth network (.pt; relative: package data) for geometry mvs
     mvs_sources: int = 2  # earlier keyframes matched against each keyframe (1-4)
+    mvs_refine_steps: int = 8  # local sweep of +- this many 1 % depth steps around the network's depth (0 = off)
     mvs_min_confidence: float = 0.2  # predicted depth below this confidence is not integrated
     mvs_agreement: float = 0.05  # > 0: a pixel whose 3D point an earlier keyframe's predicted depth covers must agree with it within this share of its depth (else dropped); 0 = off
     mvs_unverified_weight: float = 0.5  # fusion weight factor of pixels no earlier keyframe's depth covers (new surface)

@@ -74,7 +74,7 @@ class Mapper:
         self._builder = FragmentBuilder(self.cfg.keyframe, voxel_size=self.map_cfg.voxel_size_m,
                                         max_depth_m=self.cfg.camera.max_depth_m, select_keyframes=False)
         self._integrated: list[Frame] = []  # keyframes of the last window and since (already depth-integrated)
-        self._mvs_first: Frame | None = None  # mvs: the stream's first keyframe, waiting for a second view
+        self._mvs_waiting: list[Frame] = []  # mvs: the stream's first keyframes, no baseline to match them yet
         if self._depth_estimator is not None:
             self._depth_estimator.reset()
         self._integrate_ms = 0.0  # rgbd: depth integration of the window's keyframes so far (its timings)
@@ -127,7 +127,8 @@ class Mapper:
             from gnesf_ros.model.train_mvs import load_depth_net
 
             net = load_depth_net(resolve_checkpoint(self.cfg.model.mvs_weights), self.cfg.model.device)
-            self._depth_estimator = MvsDepthEstimator(net, self.cfg.model.mvs_sources)
+            m = self.cfg.model
+            self._depth_estimator = MvsDepthEstimator(net, m.mvs_sources, refine_steps=m.mvs_refine_steps)
         return self._depth_estimator
 
     @property
@@ -211,20 +212,18 @@ class Mapper:
         return update
 
     def _predict_depth(self, frame: Frame) -> list[tuple[Frame, np.ndarray | None]]:
-        """rgb + mvs: the keyframe (and a held first keyframe) with predicted depth in place of sensor
+        """rgb + mvs: the keyframe (and keyframes held before it) with predicted depth in place of sensor
         depth (0 where confidence < model.mvs_min_confidence) and the confidence as fusion weight. The
-        stream's first keyframe has no earlier view: it waits for the second and is matched against it."""
+        stream's first keyframes have no earlier view with a baseline: they wait for one that has and are
+        matched against it (at most a window of them is held)."""
         t0 = time.perf_counter()
         est = self.depth_estimator
-        earlier = ([self._mvs_first] if self._mvs_first is not None else []) + self._integrated
-        out = []
-        pred = est.estimate(frame, earlier)
-        if pred is None and not self._integrated:
-            self._mvs_first = self._mvs_first or frame  # nothing to match yet
-            return out
-        if self._mvs_first is not None:
-            out.append(self._with_depth(self._mvs_first, est.estimate(self._mvs_first, [frame])))
-            self._mvs_first = None
+        pred = est.estimate(frame, self._mvs_waiting + self._integrated)
+        if pred is None and not self._integrated:  # nothing to match yet
+            self._mvs_waiting = (self._mvs_waiting + [frame])[-self.cfg.keyframe.fragment_size:]
+            return []
+        out = [self._with_depth(f, est.estimate(f, [frame] + self._mvs_waiting)) for f in self._mvs_waiting]
+        self._mvs_waiting = []
         out.append(self._with_depth(frame, pred))
         self._depth_ms += 1e3 * (time.perf_counter() - t0)
         return out

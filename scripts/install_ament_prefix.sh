@@ -13,7 +13,7 @@
 #                                                           copies otherwise
 #   lib/gnesf_ros/mapping_node                             (launcher: venv python -m gnesf_ros.ros.node)
 # Entries whose source is gone (and whole-folder links of older installs) are removed.
-# Skipped like setup.py's data_files skips them: dot files, __pycache__/, *.pyc, train_state.pt.
+# Skipped like setup.py's data_files skips them: dot files, __pycache__/, *.pyc, training states (train_state.pt, *.state.pt).
 #   usage: scripts/install_ament_prefix.sh VENV            Idempotent.
 set -euo pipefail
 VENV=${1:?usage: install_ament_prefix.sh VENV}
@@ -41,7 +41,8 @@ mode, root, share, items = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 
 
 def skipped(name: str) -> bool:
-    return name.startswith(".") or name == "__pycache__" or name.endswith(".pyc") or name == "train_state.pt"
+    return (name.startswith(".") or name == "__pycache__" or name.endswith(".pyc") or name == "train_state.pt"
+            or name.endswith(".state.pt"))
 
 
 def remove(path: str) -> None:

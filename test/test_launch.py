@@ -127,7 +127,8 @@ def _expected_files() -> set[str]:
         for root, dirs, files in os.walk(ROOT / sub):
             dirs[:] = [d for d in dirs if d != "__pycache__" and not d.startswith(".")]
             keep |= {str((Path(root) / f).relative_to(ROOT)) for f in files
-                     if not f.startswith(".") and not f.endswith(".pyc") and f != "train_state.pt"}
+                     if not f.startswith(".") and not f.endswith(".pyc") and f != "train_state.pt"
+                     and not f.endswith(".state.pt")}
     return keep
 
 

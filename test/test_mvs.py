@@ -180,3 +180,48 @@ def test_depth_agreement_keeps_consistent_pixels_and_flags_outliers():
     assert covered[:, :80].all() and not covered[:, -5:].any()
     assert agrees[:, 30:80].all()
     assert not agrees[10:20, 10:20].any() and covered[10:20, 10:20].all()
+
+
+class _WallEstimator:
+    """Stand-in depth network (the mapper's bookkeeping is under test): a wall 2 m ahead, confidence 1,
+    for any keyframe with an earlier view 5 cm or more away (MvsDepthEstimator's contract)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def estimate(self, frame, earlier):
+        self.calls.append(frame.index)
+        if not pick_sources(frame.T_world_cam, [f.T_world_cam for f in earlier], 2):
+            return None
+        h, w = frame.size
+        return np.full((h, w), 2.0, np.float32), np.ones((h, w), np.float32)
+
+    def reset(self):
+        pass
+
+
+def test_rgb_mvs_keyframes_without_a_baseline_wait_for_one_and_none_is_lost():
+    from gnesf_ros.config import MapperConfig
+    from gnesf_ros.pipeline import Mapper
+    from gnesf_ros.segmentation.oracle import NoisyOracleSegmenter
+
+    cfg = MapperConfig(mode="rgb")
+    cfg.model.geometry = "mvs"
+    cfg.keyframe.fragment_size = 4
+    est = _WallEstimator()
+    mapper = Mapper(cfg, segmenter=NoisyOracleSegmenter(65.0), depth_estimator=est)
+    mapper._model = type("NoVotes", (), {"vote_semantics": lambda self, fragment, probs, coords, sdf, vs: (
+        np.full((len(coords), 20), 0.05, np.float32), np.ones(len(coords), np.float32))})()
+    rgb = np.zeros((H, W, 3), np.uint8)
+    labels = np.zeros((H, W), np.uint8)
+    yaw = lambda a: np.array([[np.cos(a), 0, np.sin(a), 0], [0, 1, 0, 0], [-np.sin(a), 0, np.cos(a), 0],  # noqa: E731
+                              [0, 0, 0, 1]])
+    poses = [yaw(0.0), yaw(0.4), yaw(0.8)] + [_pose([0.15 * i, 0, 0]) for i in range(1, 6)]
+    for i, T in enumerate(poses):  # three turns on the spot, then a sideways walk
+        mapper.add_frame(Frame(i / 30, rgb, K, T, labels=labels, index=i))
+    mapper.flush()
+    assert mapper.counters["keyframes"] == len(poses)
+    # the turns wait for the first translated keyframe, then everything is mapped, nothing dropped
+    assert mapper.map.counters["frames_integrated"] == len(poses)
+    assert mapper.counters["fragments"] == 2
+    assert est.calls[:4] == [0, 1, 2, 3]

@@ -80,6 +80,7 @@ MAPPER_RANGES: dict[str, tuple[float, float]] = {
     "mapper.model.render_near_m": (0.0, 100.0), "mapper.model.render_far_m": (0.0, 100.0),
     "mapper.model.render_tau_vox": (0.001, 100.0), "mapper.model.threads": (0, 256),
     "mapper.model.mvs_sources": (1, 4), "mapper.model.mvs_min_confidence": (0.0, 1.0),
+    "mapper.model.mvs_refine_steps": (0, 50),
     "mapper.model.mvs_agreement": (0.0, 1.0), "mapper.model.mvs_unverified_weight": (0.0, 1.0),
     "mapper.map.voxel_size_m": (0.001, 1.0), "mapper.map.block_size_vox": (2, 64),
     "mapper.map.trunc_vox": (0.5, 100.0), "mapper.map.max_blocks": (1, 100_000_000),
