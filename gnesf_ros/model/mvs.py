@@ -221,14 +221,15 @@ class MvsDepthEstimator:
         return match[0], context[0]
 
     @torch.no_grad()
-    def estimate(self, frame, earlier: list) -> tuple[object, object] | None:
+    def estimate(self, frame, earlier: list) -> tuple[np.ndarray, np.ndarray] | None:
         """frame: Frame (rgb H x W x 3 uint8, K, T_world_cam); earlier: earlier keyframes (oldest first).
         -> (depth H x W float32 m, confidence H x W float32 [0, 1]) or None when no earlier keyframe
         has a usable baseline. The frame's features are cached for later calls either way."""
         match, context = self._features(frame)
         cached = lambda f: next((m for img, m in self._cache if img is f.rgb), None)  # noqa: E731
         known = {id(f.rgb): cached(f) for f in earlier}
-        self._cache = [(img, m) for img, m in self._cache if img is not frame.rgb][-(self.keep - 1):] + [(frame.rgb, match)]
+        others = [(img, m) for img, m in self._cache if img is not frame.rgb]
+        self._cache = others[-(self.keep - 1):] + [(frame.rgb, match)]
         cands = [f for f in earlier if f is not frame and f.rgb.shape == frame.rgb.shape]
         src_idx = pick_sources(frame.T_world_cam, [f.T_world_cam for f in cands], self.max_sources)
         if not src_idx:
