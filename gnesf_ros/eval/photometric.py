@@ -20,29 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import maximum_filter, minimum_filter, uniform_filter
 
+from gnesf_ros.geometry.multiview import backproject, project
+
 #: Depth perturbations of the warp test: name -> f(true depth metres) -> perturbed depth metres.
 PERTURBATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "x0.95": lambda d: d * 0.95, "x1.05": lambda d: d * 1.05,
     "-5cm": lambda d: d - 0.05, "+5cm": lambda d: d + 0.05,
 }
-
-
-def backproject(depth: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray,
-                ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """World points (N x 3, metres) of pixels (ys, xs) at camera-frame depths ``depth`` (N, metres)."""
-    z = np.asarray(depth, np.float64)
-    pc = np.stack([(xs - K[0, 2]) / K[0, 0] * z, (ys - K[1, 2]) / K[1, 1] * z, z], -1)
-    return pc @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
-
-
-def project(points_world: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel coordinates (... x 2: x, y) and camera-frame depth (..., metres) of world points (... x 3)."""
-    R, t = T_world_cam[:3, :3], T_world_cam[:3, 3]
-    pc = (points_world - t) @ R  # R^T (p - t), row vectors
-    z = pc[..., 2]
-    zs = np.where(np.abs(z) > 1e-9, z, 1e-9)
-    uv = np.stack([K[0, 0] * pc[..., 0] / zs + K[0, 2], K[1, 1] * pc[..., 1] / zs + K[1, 2]], -1)
-    return uv, z
 
 
 def bilinear(img: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,5 @@
-"""Multi-view geometry on numpy arrays: source-view selection and depth-map agreement (MVS fusion).
+"""Multi-view geometry on numpy arrays: back-projection and projection, source-view selection and
+depth-map agreement (MVS fusion).
 
 Conventions: metres; poses camera-to-world 4x4 (OpenCV optical frame); K 3x3 pixels; depth H x W z-depth
 (0 = invalid).
@@ -6,6 +7,25 @@ Conventions: metres; poses camera-to-world 4x4 (OpenCV optical frame); K 3x3 pix
 from __future__ import annotations
 
 import numpy as np
+
+
+def backproject(depth: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray,
+                ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """World points (N x 3, metres) of pixels (ys, xs) at camera-frame depths ``depth`` (N, metres)."""
+    z = np.asarray(depth, np.float64)
+    pc = np.stack([(xs - K[0, 2]) / K[0, 0] * z, (ys - K[1, 2]) / K[1, 1] * z, z], -1)
+    return pc @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
+
+
+def project(points_world: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates (... x 2: x, y) and camera-frame depth (..., metres) of world points (... x 3)."""
+    R, t = T_world_cam[:3, :3], T_world_cam[:3, 3]
+    pc = (points_world - t) @ R  # R^T (p - t), row vectors
+    z = pc[..., 2]
+    zs = np.where(np.abs(z) > 1e-9, z, 1e-9)
+    uv = np.stack([K[0, 0] * pc[..., 0] / zs + K[0, 2], K[1, 1] * pc[..., 1] / zs + K[1, 2]], -1)
+    return uv, z
 
 
 def pick_sources(T_ref, T_candidates, max_sources: int = 3, min_baseline_m: float = 0.05,
@@ -32,19 +52,13 @@ def depth_agreement(depth: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray,
     of it, inside its image, on valid depth ("covered"), and its depth there is within ``rel_tol`` x depth
     of view j's ("agrees"). -> (agrees, covered), H x W bool each, any over the other views."""
     h, w = depth.shape
-    v, u = np.mgrid[0:h, 0:w]
-    ok = depth > 0
-    z = depth[ok].astype(np.float64)
-    pts = np.linalg.inv(K) @ np.stack([u[ok] * z, v[ok] * z, z])  # 3 x P camera frame
-    pts = T_world_cam[:3, :3] @ pts + T_world_cam[:3, 3:4]  # world
-    agrees, covered = np.zeros(z.shape, bool), np.zeros(z.shape, bool)
+    ys, xs = np.nonzero(depth > 0)
+    pts = backproject(depth[ys, xs], K, T_world_cam, ys, xs)  # P x 3 world
+    agrees, covered = np.zeros(len(ys), bool), np.zeros(len(ys), bool)
     for d_j, K_j, T_j in others:
         hj, wj = d_j.shape
-        cam = T_j[:3, :3].T @ (pts - T_j[:3, 3:4])
-        zj = cam[2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            uj = np.round(K_j[0, 0] * cam[0] / zj + K_j[0, 2]).astype(np.int64)
-            vj = np.round(K_j[1, 1] * cam[1] / zj + K_j[1, 2]).astype(np.int64)
+        uv, zj = project(pts, K_j, T_j)
+        uj, vj = np.round(uv[:, 0]).astype(np.int64), np.round(uv[:, 1]).astype(np.int64)
         inside = (zj > 1e-3) & (uj >= 0) & (uj < wj) & (vj >= 0) & (vj < hj)
         dj = np.zeros_like(zj)
         dj[inside] = d_j[vj[inside], uj[inside]]
@@ -52,5 +66,5 @@ def depth_agreement(depth: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray,
         covered |= seen
         agrees |= seen & (np.abs(zj - dj) < rel_tol * zj)
     out_a, out_c = np.zeros((h, w), bool), np.zeros((h, w), bool)
-    out_a[ok], out_c[ok] = agrees, covered
+    out_a[ys, xs], out_c[ys, xs] = agrees, covered
     return out_a, out_c
