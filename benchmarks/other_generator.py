@@ -616,7 +616,7 @@ def render_stream(seed: int, frames: int) -> dict:
     return {"seed": seed, "room": room, "poses": poses, "key": key, "K": K, "views": views, "gt": gt}
 
 
-def run_mapper(stream: dict, mode: str, oracle, mvs_weights: str | None) -> tuple:
+def run_mapper(stream: dict, mode: str, oracle, mvs_weights: str | None, refine_steps: int | None = None) -> tuple:
     """Map the stream with Mapper ``mode`` (rgb: MVS geometry, frames without depth) -> (mesh, busy s)."""
     from gnesf_ros.config import MapperConfig
     from gnesf_ros.pipeline import Mapper
@@ -627,6 +627,8 @@ def run_mapper(stream: dict, mode: str, oracle, mvs_weights: str | None) -> tupl
     if mode == "rgb":
         cfg.model.geometry = "mvs"
         cfg.model.mvs_weights = mvs_weights
+        if refine_steps is not None:
+            cfg.model.mvs_refine_steps = refine_steps
     mapper = Mapper(cfg, segmenter=oracle)
     blank = np.zeros(SIZE + (3,), np.uint8)
     t0 = time.perf_counter()
@@ -665,7 +667,7 @@ def evaluate(args) -> dict:
         bar.update()
         for mode in modes:
             oracle = NoisyOracleSegmenter(ORACLE_MIOU, seed=0, class_table=table)
-            mesh, busy = run_mapper(stream, mode, oracle, args.mvs_weights)
+            mesh, busy = run_mapper(stream, mode, oracle, args.mvs_weights, args.refine_steps)
             ev = evaluate_meshes(mesh, stream["gt"], table)
             duration = args.frames / FPS
             rows.append({"seed": seed, "mode": "rgb (mvs)" if mode == "rgb" else "rgbd", **{
@@ -730,6 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=200, help="30 Hz frames per room")
     p.add_argument("--mvs-weights", default="models/mvs_depth.pt", help="MVS depth network for rgb mode")
     p.add_argument("--modes", nargs="+", default=["rgb", "rgbd"], choices=["rgb", "rgbd"])
+    p.add_argument("--refine-steps", type=int, default=None, help="model.mvs_refine_steps (default: the config's)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "other_generator.json"))
     p.add_argument("--contact-sheet", default=None, help="optional PNG of a few views of the first room")
     args = p.parse_args(argv)

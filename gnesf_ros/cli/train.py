@@ -1,7 +1,7 @@
 """``gnesf-train``: training entry points, one subcommand each.
 
-    gnesf-train segmenter --out models/segmenter --steps 1200 --size 320x240 [--resume]
-    gnesf-train segmenter-views --out data/seg_views --scenes 120 --views 10   (render once, train elsewhere)
+    gnesf-train segmenter-views --out data/seg_views --scenes 480 --views 8   (render once, train anywhere)
+    gnesf-train segmenter --out models/segmenter --views data/seg_views --steps 3000 --batch-size 8 --threads 2 [--resume]
     gnesf-train segmenter --views data/seg_views --device cuda --batch-size 16 --loader-threads 4 --steps 20000 --max-minutes 7
     gnesf-train mvs --out models/mvs_depth.pt --steps 4000 --max-minutes 60 [--resume]
 

@@ -215,7 +215,7 @@ class MvsDepthEstimator:
     """Online use: depth and confidence of a keyframe from earlier keyframes (numpy in, numpy out).
     Each keyframe's features are computed once and kept for the next ``keep`` keyframes."""
 
-    def __init__(self, net: MvsDepthNet, max_sources: int = 2, keep: int = 8, refine_steps: int = 4):
+    def __init__(self, net: MvsDepthNet, max_sources: int = 2, keep: int = 8, refine_steps: int = 8):
         # an inference copy with batch norms folded into the convolutions (~10 % faster; same depths)
         self.net = fuse_conv_bn_(copy.deepcopy(net).eval())
         self.max_sources = max_sources

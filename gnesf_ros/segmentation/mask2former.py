@@ -88,7 +88,7 @@ class Mask2FormerSegmenter(SegmenterBase):
         )
         from transformers.utils import logging as hf_logging
 
-        import gnesf_ros.segmentation.lite_backbone  # noqa: F401 - registers the EfficientNet-Lite0 backbone type
+        from gnesf_ros.segmentation.lite_backbone import LiteBackboneConfig  # registers the backbone type
 
         ckpt = self.checkpoint
         try:
@@ -112,7 +112,7 @@ class Mask2FormerSegmenter(SegmenterBase):
             if bars:
                 hf_logging.enable_progress_bar()
         backbone = model.model.pixel_level_module.encoder
-        if backbone.config.model_type == "gnesf_efficientnet_lite0":  # inference only: fold its batch norms
+        if backbone.config.model_type == LiteBackboneConfig.model_type:  # inference only: fold its batch norms
             from gnesf_ros.model.backbone import fuse_conv_bn_
 
             fuse_conv_bn_(backbone.eval())

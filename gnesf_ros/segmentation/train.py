@@ -14,7 +14,8 @@ of views from a few scenes is kept and one scene is replaced every ``scene_every
 folder of views rendered beforehand (``export_views``, ``gnesf-train segmenter-views``): training
 then needs neither Open3D nor the renderer's CPU time, e.g. on a GPU machine (``device``).
 Augmentation (``augment``): horizontal flip, a random crop of ``1 - scale_jitter`` to 100 % of the view
-resized back, then what real cameras do: exposure and gamma, white balance, blur, sensor noise, JPEG. Background threads prepare the next batches.
+resized back, then what real cameras do: exposure and gamma, white balance, blur, sensor noise, JPEG.
+Background threads prepare the next batches.
 The output directory is a regular checkpoint (config.json, model.safetensors,
 preprocessor_config.json) plus ``train_state.pt`` (optimiser, step, RNG) for ``--resume``.
 """
@@ -118,8 +119,10 @@ def new_processor(config, size: tuple[int, int]):
     """The image processor a model of ``config`` is trained and run with (normalisation of its backbone)."""
     from transformers.models.mask2former.image_processing_pil_mask2former import Mask2FormerImageProcessorPil
 
+    from gnesf_ros.segmentation.lite_backbone import LiteBackboneConfig
+
     extra = {}
-    if getattr(config.backbone_config, "model_type", "") == "gnesf_efficientnet_lite0":
+    if getattr(config.backbone_config, "model_type", "") == LiteBackboneConfig.model_type:
         extra = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}  # x * 2 - 1, as in ImageNet training
     return Mask2FormerImageProcessorPil(size={"height": size[0], "width": size[1]}, ignore_index=IGNORE, **extra)
 
@@ -388,8 +391,10 @@ def _lr_factor(step: int, cfg: SegmenterTrainConfig) -> float:
 
 def _param_groups(model, cfg: SegmenterTrainConfig) -> list[dict]:
     """Trainable parameters in two groups: a pretrained backbone at ``backbone_lr_mult`` x lr, the rest at lr."""
+    from gnesf_ros.segmentation.lite_backbone import LiteBackboneConfig
+
     backbone = model.model.pixel_level_module.encoder
-    mult = cfg.backbone_lr_mult if backbone.config.model_type == "gnesf_efficientnet_lite0" else 1.0
+    mult = cfg.backbone_lr_mult if backbone.config.model_type == LiteBackboneConfig.model_type else 1.0
     own = {id(p) for p in backbone.parameters()}
     groups = [{"params": [p for p in backbone.parameters() if p.requires_grad], "lr_mult": mult},
               {"params": [p for p in model.parameters() if p.requires_grad and id(p) not in own], "lr_mult": 1.0}]
