@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 from pathlib import Path
 
 import cv2
@@ -38,6 +37,7 @@ from gnesf_ros.classes import IGNORE, default_class_table
 from gnesf_ros.eval.metrics import ConfusionAccumulator
 from gnesf_ros.geometry.multiview import backproject, project
 from gnesf_ros.types import Frame
+from segmentation import git_commit  # benchmarks/segmentation.py (this folder is on sys.path)
 
 log = logging.getLogger("oracle_calibration")
 
@@ -51,15 +51,6 @@ BINS = {  # (d) bin edges
     "border_px": (0.0, 8.0, 16.0, 32.0, 64.0, np.inf),
     "region_radius_px": (0.0, 10.0, 20.0, 40.0, 80.0, np.inf),
 }
-
-
-def git_commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
-        return head + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def render_window(seed: int, frames: int, stride: int, table) -> list[Frame]:

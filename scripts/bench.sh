@@ -27,6 +27,7 @@ WEIGHTS=models/gnesf_synthetic.pt
 declare -A QUICK=(
   [sparse_conv]="--threads 2 --repeats 3"
   [segmentation]="--scenes 2 --views 4 --repeats 2"
+  [oracle_calibration]="--seeds 2000 --frames 8"
   [model_speed]="--weights $WEIGHTS --threads 2 --repeats 3"
   [model_speed_rgbd]="--weights $WEIGHTS --pruning depth --threads 2 --repeats 3"
   [photo_consistency]="--seeds 2000 2001 --windows 2 --pixels 2000"
@@ -37,6 +38,7 @@ declare -A QUICK=(
 declare -A FULL=(
   [sparse_conv]=""
   [segmentation]=""
+  [oracle_calibration]=""
   [model_speed]="--weights $WEIGHTS"
   [model_speed_rgbd]="--weights $WEIGHTS --pruning depth"
   [photo_consistency]=""
@@ -44,7 +46,7 @@ declare -A FULL=(
   [ablation]="--weights $WEIGHTS"
   [node_replay]=""
 )
-ORDER=(sparse_conv segmentation model_speed model_speed_rgbd photo_consistency mapping ablation node_replay)
+ORDER=(sparse_conv segmentation oracle_calibration model_speed model_speed_rgbd photo_consistency mapping ablation node_replay)
 
 script_of() { case "$1" in model_speed_rgbd) echo benchmarks/model_speed.py;; *) echo "benchmarks/$1.py";; esac; }
 
