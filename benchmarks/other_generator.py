@@ -630,6 +630,7 @@ def run_mapper(stream: dict, mode: str, oracle, mvs_weights: str | None, refine_
         if refine_steps is not None:
             cfg.model.mvs_refine_steps = refine_steps
     mapper = Mapper(cfg, segmenter=oracle)
+    mapper.warm_up()  # load and warm the networks outside the timed stream, as gnesf-map does
     blank = np.zeros(SIZE + (3,), np.uint8)
     t0 = time.perf_counter()
     for i, T in enumerate(stream["poses"]):
