@@ -312,6 +312,12 @@ def _placeholder(size: tuple[int, int], text: str) -> np.ndarray:
     return img
 
 
+def _corner_label(img: np.ndarray, text: str) -> None:
+    """Black text outlined in white at the top-left corner, readable on any panel (in place)."""
+    cv2.putText(img, text, (6, 18), _FONT, 0.5, (255, 255, 255), 2, cv2.LINE_AA)
+    cv2.putText(img, text, (6, 18), _FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+
+
 def contact_sheet(frames: Sequence[Frame], table: ClassTable | None = None,
                   depth_range_m: tuple[float, float] | None = None,
                   predictions: Sequence[np.ndarray] | None = None, predictor: str = "prediction") -> np.ndarray:
@@ -338,8 +344,7 @@ def contact_sheet(frames: Sequence[Frame], table: ClassTable | None = None,
     rows, present = [], set()
     for f in frames:
         rgb = np.ascontiguousarray(fit(f.rgb))
-        cv2.putText(rgb, f"#{f.index}", (6, 18), _FONT, 0.5, (255, 255, 255), 2, cv2.LINE_AA)
-        cv2.putText(rgb, f"#{f.index}", (6, 18), _FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        _corner_label(rgb, f"#{f.index}")
         depth = (colorize_depth(fit(f.depth.astype(np.float32), True), far, near)
                  if f.depth is not None else _placeholder((h, w), "no depth"))
         if f.labels is not None:
@@ -355,9 +360,7 @@ def contact_sheet(frames: Sequence[Frame], table: ClassTable | None = None,
             panel = np.ascontiguousarray(table.colorize(pred))
             if f.labels is not None and (lab < table.num_classes).any():
                 valid = lab < table.num_classes
-                text = f"acc {100 * (pred[valid] == lab[valid]).mean():.0f}%"
-                cv2.putText(panel, text, (6, 18), _FONT, 0.5, (255, 255, 255), 2, cv2.LINE_AA)
-                cv2.putText(panel, text, (6, 18), _FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+                _corner_label(panel, f"acc {100 * (pred[valid] == lab[valid]).mean():.0f}%")
             panels.append(panel)
         rows.append(np.concatenate(panels, 1))
     titles = ("RGB", f"depth {near:.1f}-{far:.1f} m", "labels") + ((predictor,) if predictions is not None else ())

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from gnesf_ros.errors import ModelError
 
@@ -120,9 +121,7 @@ def fuse_conv_bn_(module: nn.Module) -> nn.Module:
             if not (isinstance(bn, nn.BatchNorm2d) and isinstance(conv, nn.Conv2d)
                     and conv.out_channels == bn.num_features and bn.track_running_stats):
                 continue
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            conv.weight.mul_(scale.view(-1, 1, 1, 1))
-            bias = (conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)) - bn.running_mean
-            conv.bias = nn.Parameter(bias * scale + bn.bias, requires_grad=False)
+            conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
+                                                          bn.eps, bn.weight, bn.bias)
             parent._modules[name] = nn.Identity()
     return module
